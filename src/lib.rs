@@ -1,0 +1,33 @@
+//! consul-mysql-proxy: an L4 proxy that keeps MySQL/MariaDB clients on the current primary.
+//!
+//! Clients connect to one stable address; the proxy learns which server is the primary and
+//! relays each connection, byte for byte, to it. Nothing in the MySQL protocol is parsed or
+//! rewritten (TLS, auth plugins, compression pass through); the only bytes the proxy writes
+//! itself are an ERR packet for a client that could not be given a primary.
+//!
+//! How a connection flows through the modules:
+//!
+//! - [`config`]: flags, env vars and the TOML file, layered into one validated [`config::Config`].
+//! - [`discovery`]: a source (static; Consul and DNS follow) observes candidates;
+//!   [`selection`] turns candidates into one primary (sticky, split-brain aware);
+//! - [`primary`]: the published "current primary" — a `watch` value with an epoch and a
+//!   per-primary `leave` token;
+//! - [`failover`]: on a change, decides when connections of the old primary are closed;
+//! - [`listener`]: accept loop with the connection cap; [`connection`]: hold, connect, greeting
+//!   check, relay; [`relay`]: the byte pumps; [`mysql_packet`]: the ERR packet;
+//! - [`server`]: wires it all together, runs the workers and the ordered shutdown;
+//! - [`metrics`], [`telemetry`], [`limits`]: counters, logs, process limits.
+
+pub mod config;
+pub mod connection;
+pub mod discovery;
+pub mod failover;
+pub mod limits;
+pub mod listener;
+pub mod metrics;
+pub mod mysql_packet;
+pub mod primary;
+pub mod relay;
+pub mod selection;
+pub mod server;
+pub mod telemetry;

@@ -1,0 +1,113 @@
+//! The `consul-mysql-proxy` binary: parse, configure, run, drain, exit.
+//!
+//! Exit codes: 0 after a clean shutdown, 64 (EX_USAGE) for bad flags or configuration, 1 when the
+//! proxy cannot start (e.g. the listen address is taken), 130 when a second SIGTERM/SIGINT cuts
+//! the graceful drain short.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use consul_mysql_proxy::config::{Config, Settings};
+use consul_mysql_proxy::server::Server;
+use consul_mysql_proxy::{limits, telemetry};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+const EX_USAGE: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "consul-mysql-proxy",
+    version,
+    about = "Keeps MySQL clients on the current primary, as learned from Consul"
+)]
+struct Cli {
+    /// TOML configuration file; flags and env vars override its fields
+    #[arg(long, env = "CONSUL_MYSQL_PROXY_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(flatten)]
+    settings: Settings,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help / --version
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let config = match Config::load(cli.config.as_deref(), &cli.settings) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("consul-mysql-proxy: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    match limits::raise_nofile_limit() {
+        Ok(nofile) => {
+            if let Err(e) = limits::check_connection_capacity(config.max_connections, nofile) {
+                eprintln!("consul-mysql-proxy: invalid configuration: {e}");
+                return ExitCode::from(EX_USAGE);
+            }
+        }
+        Err(e) => eprintln!("consul-mysql-proxy: warning: cannot raise the open-files limit: {e}"),
+    }
+    let _log = telemetry::init(config.log_format, &config.log_level);
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("consul-mysql-proxy: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    // Single-threaded by default: a sidecar leaves the cores to the application. More workers
+    // get their own threads inside the server.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")?;
+    runtime.block_on(async {
+        let server = Server::bind(config)?;
+        let shutdown = CancellationToken::new();
+        spawn_signal_handler(shutdown.clone())?;
+        server.run(shutdown).await?;
+        Ok(())
+    })
+}
+
+/// First SIGTERM/SIGINT: graceful shutdown. Second: exit at once.
+fn spawn_signal_handler(shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    tokio::spawn(async move {
+        let mut received = 0;
+        loop {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            received += 1;
+            if received == 1 {
+                tracing::info!(signal = name, "graceful shutdown requested");
+                shutdown.cancel();
+            } else {
+                tracing::warn!(signal = name, "second signal: exiting now");
+                std::process::exit(130);
+            }
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,96 @@
+//! Scripted TCP backends for byte-level tests: they behave like a MySQL server only in that they
+//! speak first (a greeting), which the proxy waits for.
+
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// Greeting every scripted backend sends first.
+pub const GREETING: &[u8] = b"HELLO\n";
+/// What the echo backend sends after the client half-closed.
+pub const FAREWELL: &[u8] = b"BYE\n";
+
+/// Echo backend: sends [`GREETING`], echoes everything, and after the client's EOF sends
+/// [`FAREWELL`] and closes its side. Runs until dropped.
+pub struct EchoBackend {
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl EchoBackend {
+    pub async fn start() -> EchoBackend {
+        Self::start_on("127.0.0.1:0".parse().unwrap()).await
+    }
+
+    pub async fn start_on(addr: SocketAddr) -> EchoBackend {
+        let listener = TcpListener::bind(addr).await.expect("bind echo backend");
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    if sock.write_all(GREETING).await.is_err() {
+                        return;
+                    }
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        match sock.read(&mut buf).await {
+                            Ok(0) => break,
+                            Ok(n) => {
+                                if sock.write_all(&buf[..n]).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Err(_) => return,
+                        }
+                    }
+                    let _ = sock.write_all(FAREWELL).await;
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        EchoBackend { addr, task }
+    }
+}
+
+impl Drop for EchoBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A port on 127.0.0.1 with nothing listening (bound once, then released).
+pub fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// A backend that accepts TCP but never sends anything (a hung server). Runs until dropped.
+pub struct SilentBackend {
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl SilentBackend {
+    pub async fn start() -> SilentBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((sock, _)) = listener.accept().await {
+                held.push(sock);
+            }
+        });
+        SilentBackend { addr, task }
+    }
+}
+
+impl Drop for SilentBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

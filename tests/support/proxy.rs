@@ -1,0 +1,240 @@
+//! The proxy binary under test: started as a real process on a free loopback port, with its log
+//! captured so tests can wait for log lines (a signal) instead of sleeping.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Path of the binary cargo built for these tests.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_consul-mysql-proxy")
+}
+
+/// Lines the process wrote to stderr, with a condition variable to wait on.
+#[derive(Default)]
+pub struct LogLines {
+    lines: Mutex<Vec<String>>,
+    grew: Condvar,
+    closed: Mutex<bool>,
+}
+
+impl LogLines {
+    fn push(&self, line: String) {
+        self.lines.lock().unwrap().push(line);
+        self.grew.notify_all();
+    }
+
+    fn close(&self) {
+        *self.closed.lock().unwrap() = true;
+        self.grew.notify_all();
+    }
+
+    /// All lines so far, joined.
+    pub fn text(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// Blocks until a line *after index `from`* contains `needle`; returns (index, line).
+    pub fn wait_for_from(
+        &self,
+        from: usize,
+        needle: &str,
+        timeout: Duration,
+    ) -> Option<(usize, String)> {
+        let deadline = Instant::now() + timeout;
+        let mut lines = self.lines.lock().unwrap();
+        loop {
+            if let Some((i, l)) = lines
+                .iter()
+                .enumerate()
+                .skip(from)
+                .find(|(_, l)| l.contains(needle))
+            {
+                return Some((i, l.clone()));
+            }
+            if *self.closed.lock().unwrap() {
+                return None;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            lines = self.grew.wait_timeout(lines, deadline - now).unwrap().0;
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.lines.lock().unwrap().len()
+    }
+}
+
+/// A running proxy process.
+pub struct Proxy {
+    child: Child,
+    addr: SocketAddr,
+    pub log: Arc<LogLines>,
+}
+
+/// Default log filter for tests: our debug lines (connection open/close), others at info.
+pub const TEST_LOG_LEVEL: &str = "info,consul_mysql_proxy=debug";
+
+impl Proxy {
+    /// Starts the proxy with `args` (plus `--listen 127.0.0.1:0` unless `--listen` is given) and
+    /// waits for its "listening" line.
+    pub fn start(args: &[&str]) -> Proxy {
+        Self::start_with_env(args, &[])
+    }
+
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Proxy {
+        let (child, log) = spawn(args, env);
+        let line = log.wait_for_from(0, "listening", Duration::from_secs(20));
+        let mut proxy = Proxy {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log,
+        };
+        let Some((_, line)) = line else {
+            let status = proxy.child.try_wait().ok().flatten();
+            panic!(
+                "proxy did not start (exit {status:?}); log:\n{}",
+                proxy.log.text()
+            );
+        };
+        proxy.addr = parse_field(&line, "addr=").expect("listening line has addr=");
+        proxy
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Waits (off the async runtime) for a log line containing `needle` after line `from`.
+    pub async fn wait_for_log_from(&self, from: usize, needle: &str, timeout: Duration) -> String {
+        let log = self.log.clone();
+        let needle_owned = needle.to_owned();
+        let found =
+            tokio::task::spawn_blocking(move || log.wait_for_from(from, &needle_owned, timeout))
+                .await
+                .unwrap();
+        match found {
+            Some((_, line)) => line,
+            None => panic!(
+                "no log line with {needle:?} within {timeout:?}; log:\n{}",
+                self.log.text()
+            ),
+        }
+    }
+
+    pub async fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
+        self.wait_for_log_from(0, needle, timeout).await
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: sending a signal to our own child process.
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    /// Waits for the process to exit (off the async runtime).
+    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "proxy did not exit within {timeout:?}; log:\n{}",
+                self.log.text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- proxy log ---\n{}\n--- end proxy log ---",
+                self.log.text()
+            );
+        }
+    }
+}
+
+fn spawn(args: &[&str], env: &[(&str, &str)]) -> (Child, Arc<LogLines>) {
+    let mut cmd = Command::new(binary());
+    if !args.contains(&"--listen") {
+        cmd.args(["--listen", "127.0.0.1:0"]);
+    }
+    if !args.contains(&"--log-level") {
+        cmd.args(["--log-level", TEST_LOG_LEVEL]);
+    }
+    cmd.args(args)
+        .envs(env.iter().copied())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn consul-mysql-proxy");
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(LogLines::default());
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            sink.push(strip_ansi(&line));
+        }
+        sink.close();
+    });
+    (child, log)
+}
+
+/// Runs the binary to completion (for bad-config tests): (exit status, stderr).
+pub fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) {
+    let out = Command::new(binary())
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run consul-mysql-proxy");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Parses `key=value` (value up to the next space) out of a text log line.
+pub fn parse_field<T: std::str::FromStr>(line: &str, key: &str) -> Option<T> {
+    let start = line.find(key)? + key.len();
+    let rest = &line[start..];
+    let end = rest.find(' ').unwrap_or(rest.len());
+    rest[..end].trim_matches('"').parse().ok()
+}
+
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

@@ -18,6 +18,7 @@ use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
 use crate::failover::OnFailover;
+use crate::selection::OnMultiple;
 
 /// Prefix of every environment variable that can set a field.
 pub const ENV_PREFIX: &str = "CONSUL_MYSQL_PROXY_";
@@ -62,14 +63,64 @@ pub enum LogFormat {
 pub enum DiscoveryKind {
     /// A fixed backend address (`backend`).
     Static,
+    /// Consul health API: passing instances of `service` with every `tag`.
+    ConsulHealth,
+    /// Consul catalog: registered instances with every `tag`, no health filter.
+    ConsulCatalog,
+    /// A Consul KV key whose value names the primary (leader key, orchestrator).
+    ConsulKv,
+}
+
+/// Consistency mode of Consul reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    /// Reads go to the leader (Consul's default).
+    #[default]
+    Default,
+    /// Any server may answer, possibly with slightly old data; keeps working without a leader.
+    Stale,
+    /// The leader confirms its leadership first; slowest.
+    Consistent,
+}
+
+/// A secret (Consul token): never shown by `Debug` or `Display`, so it cannot leak into logs.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret value, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Secret, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
 }
 
 /// Which byte pump relays an established connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum RelayKind {
-    /// tokio's `copy_bidirectional`: the reference implementation (2×8 KiB per connection).
+    /// Readiness-based pump: a per-thread scratch buffer, no buffer held by an idle connection.
     #[default]
+    Pump,
+    /// tokio's `copy_bidirectional`: the reference implementation (2×8 KiB per connection).
     Copy,
 }
 
@@ -94,6 +145,79 @@ pub struct Settings {
     /// Service name, used in logs and client error messages [default: mysql]
     #[arg(long, env = "CONSUL_MYSQL_PROXY_SERVICE")]
     pub service: Option<String>,
+
+    /// Consul agent HTTP address(es), tried in turn when one is down [default: $CONSUL_HTTP_ADDR, else http://127.0.0.1:8500]
+    #[arg(
+        long,
+        env = "CONSUL_MYSQL_PROXY_CONSUL",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    pub consul: Option<Vec<String>>,
+
+    /// Consul ACL token, sent as X-Consul-Token (prefer the env var or consul_token_file: flags show in `ps`) [default: $CONSUL_HTTP_TOKEN]
+    #[arg(
+        long,
+        env = "CONSUL_MYSQL_PROXY_CONSUL_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub consul_token: Option<Secret>,
+
+    /// File holding the Consul ACL token [default: $CONSUL_HTTP_TOKEN_FILE]
+    #[arg(
+        long,
+        env = "CONSUL_MYSQL_PROXY_CONSUL_TOKEN_FILE",
+        value_name = "FILE"
+    )]
+    pub consul_token_file: Option<PathBuf>,
+
+    /// PEM CA certificate(s) to verify an HTTPS Consul agent [default: $CONSUL_CACERT, else the system roots]
+    #[arg(long, env = "CONSUL_MYSQL_PROXY_CONSUL_CA_CERT", value_name = "FILE")]
+    pub consul_ca_cert: Option<PathBuf>,
+
+    /// Longest wait of one Consul blocking query (max 10m) [default: 5m]
+    #[arg(long, env = "CONSUL_MYSQL_PROXY_CONSUL_WAIT", value_parser = parse_duration, value_name = "DURATION")]
+    #[serde(default, with = "humantime_serde")]
+    pub consul_wait: Option<Duration>,
+
+    /// Drop the primary after this long without a successful Consul answer [default: never]
+    #[arg(long, env = "CONSUL_MYSQL_PROXY_CONSUL_STALE_AFTER", value_parser = parse_duration, value_name = "DURATION")]
+    #[serde(default, with = "humantime_serde")]
+    pub consul_stale_after: Option<Duration>,
+
+    /// Consul datacenter to query [default: the agent's]
+    #[arg(long, env = "CONSUL_MYSQL_PROXY_DC", value_name = "DC")]
+    pub dc: Option<String>,
+
+    /// Consul read consistency: default, stale or consistent [default: default]
+    #[arg(long, env = "CONSUL_MYSQL_PROXY_CONSISTENCY", value_enum)]
+    pub consistency: Option<Consistency>,
+
+    /// Tag every primary instance carries (repeatable; all must match) [default: primary]
+    #[arg(
+        long,
+        env = "CONSUL_MYSQL_PROXY_TAG",
+        value_name = "TAG",
+        value_delimiter = ','
+    )]
+    pub tag: Option<Vec<String>>,
+
+    /// KV key naming the primary, for consul-kv [e.g. service/mysql/leader or mysql/master/<cluster>]
+    #[arg(long, env = "CONSUL_MYSQL_PROXY_KV_KEY", value_name = "KEY")]
+    pub kv_key: Option<String>,
+
+    /// consul-kv: a key not held by a session (lock released) means "no primary" [default: false]
+    #[arg(long, env = "CONSUL_MYSQL_PROXY_KV_REQUIRE_SESSION", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub kv_require_session: Option<bool>,
+
+    /// Port used when a KV value or DNS A record names only a host [default: 3306]
+    #[arg(long, env = "CONSUL_MYSQL_PROXY_DEFAULT_PORT", value_name = "PORT")]
+    pub default_port: Option<u16>,
+
+    /// Several candidates and none is the current primary: refuse (split brain) or first [default: refuse]
+    #[arg(long, env = "CONSUL_MYSQL_PROXY_ON_MULTIPLE", value_enum)]
+    pub on_multiple: Option<OnMultiple>,
 
     /// How long a new client waits for a reachable primary before it gets an ERR packet [default: 10s]
     #[arg(long, env = "CONSUL_MYSQL_PROXY_HOLD_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
@@ -138,7 +262,7 @@ pub struct Settings {
     #[serde(default, with = "humantime_serde")]
     pub drain_grace: Option<Duration>,
 
-    /// Byte pump for established connections [default: copy]
+    /// Byte pump for established connections: pump or copy (tokio copy_bidirectional, the reference) [default: pump]
     #[arg(long, env = "CONSUL_MYSQL_PROXY_RELAY", value_enum)]
     pub relay: Option<RelayKind>,
 
@@ -179,6 +303,19 @@ impl Settings {
                 discovery,
                 backend,
                 service,
+                consul,
+                consul_token,
+                consul_token_file,
+                consul_ca_cert,
+                consul_wait,
+                consul_stale_after,
+                dc,
+                consistency,
+                tag,
+                kv_key,
+                kv_require_session,
+                default_port,
+                on_multiple,
                 hold_timeout,
                 connect_timeout,
                 backend_greeting_timeout,
@@ -220,6 +357,7 @@ pub struct Config {
     pub listen: SocketAddr,
     pub discovery: Discovery,
     pub service: String,
+    pub on_multiple: OnMultiple,
     pub hold_timeout: Duration,
     pub connect_timeout: Duration,
     pub backend_greeting_timeout: Duration,
@@ -241,7 +379,34 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Discovery {
     Static { backend: SocketAddr },
+    Consul(ConsulConfig),
 }
+
+/// Which Consul API names the primary.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConsulSource {
+    Health { tags: Vec<String> },
+    Catalog { tags: Vec<String> },
+    Kv { key: String, require_session: bool },
+}
+
+/// Everything a Consul source needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsulConfig {
+    pub source: ConsulSource,
+    /// Agent base URLs (`http(s)://host:port`), tried in turn.
+    pub addresses: Vec<String>,
+    pub token: Option<Secret>,
+    pub ca_cert: Option<PathBuf>,
+    pub wait: Duration,
+    pub stale_after: Option<Duration>,
+    pub dc: Option<String>,
+    pub consistency: Consistency,
+    pub default_port: u16,
+}
+
+/// Longest `wait` Consul honours for a blocking query.
+pub const MAX_CONSUL_WAIT: Duration = Duration::from_secs(600);
 
 fn nonzero(field: &'static str, value: Duration) -> Result<Duration, ConfigError> {
     if value.is_zero() {
@@ -254,32 +419,175 @@ fn zero_is_off(value: Duration) -> Option<Duration> {
     (!value.is_zero()).then_some(value)
 }
 
+/// Picks and validates the discovery source.
+fn resolve_discovery(s: &Settings) -> Result<Discovery, ConfigError> {
+    let kind = match (s.discovery, s.backend) {
+        (Some(kind), _) => kind,
+        (None, Some(_)) => DiscoveryKind::Static,
+        (None, None) => DiscoveryKind::ConsulHealth,
+    };
+    if kind == DiscoveryKind::Static {
+        return match s.backend {
+            Some(backend) => Ok(Discovery::Static { backend }),
+            None => Err(invalid(
+                "backend",
+                "static discovery needs `backend` (ip:port of the MySQL primary)",
+            )),
+        };
+    }
+    if s.backend.is_some() {
+        return Err(invalid(
+            "backend",
+            "only applies to `discovery = static`; remove it or choose static discovery",
+        ));
+    }
+    let tags = s.tag.clone().unwrap_or_else(|| vec!["primary".to_owned()]);
+    if tags.iter().any(|t| t.trim().is_empty()) {
+        return Err(invalid("tag", "tags must not be empty"));
+    }
+    let source = match kind {
+        DiscoveryKind::ConsulHealth => ConsulSource::Health { tags },
+        DiscoveryKind::ConsulCatalog => ConsulSource::Catalog { tags },
+        DiscoveryKind::ConsulKv => {
+            let key = s.kv_key.clone().unwrap_or_default();
+            let key = key.trim_matches('/');
+            if key.is_empty() {
+                return Err(invalid(
+                    "kv_key",
+                    "consul-kv discovery needs the key naming the primary, e.g. service/mysql/leader",
+                ));
+            }
+            ConsulSource::Kv {
+                key: key.to_owned(),
+                require_session: s.kv_require_session.unwrap_or(false),
+            }
+        }
+        DiscoveryKind::Static => unreachable!("handled above"),
+    };
+    let addresses = s
+        .consul
+        .clone()
+        .unwrap_or_else(|| vec!["http://127.0.0.1:8500".to_owned()])
+        .iter()
+        .map(|a| normalize_consul_address(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    if addresses.is_empty() {
+        return Err(invalid("consul", "needs at least one agent address"));
+    }
+    let wait = s.consul_wait.unwrap_or(Duration::from_secs(300));
+    if wait.is_zero() || wait > MAX_CONSUL_WAIT {
+        return Err(invalid(
+            "consul_wait",
+            "must be between 1ms and 10m (Consul caps blocking queries at 10m)",
+        ));
+    }
+    let token = match (&s.consul_token, &s.consul_token_file) {
+        (Some(token), _) => Some(token.clone()),
+        (None, Some(path)) => Some(read_token_file(path)?),
+        (None, None) => None,
+    };
+    if let Some(stale) = s.consul_stale_after
+        && stale <= wait / 16
+    {
+        return Err(invalid(
+            "consul_stale_after",
+            "must be longer than a blocking query's jitter (consul_wait / 16)",
+        ));
+    }
+    let default_port = s.default_port.unwrap_or(3306);
+    if default_port == 0 {
+        return Err(invalid("default_port", "must be 1..65535"));
+    }
+    Ok(Discovery::Consul(ConsulConfig {
+        source,
+        addresses,
+        token,
+        ca_cert: s.consul_ca_cert.clone(),
+        wait,
+        stale_after: s.consul_stale_after,
+        dc: s.dc.clone().filter(|dc| !dc.is_empty()),
+        consistency: s.consistency.unwrap_or_default(),
+        default_port,
+    }))
+}
+
+/// `127.0.0.1:8500` → `http://127.0.0.1:8500`; keeps an explicit scheme; drops a trailing `/`.
+fn normalize_consul_address(address: &str) -> Result<String, ConfigError> {
+    let address = address.trim().trim_end_matches('/');
+    let with_scheme = if address.contains("://") {
+        address.to_owned()
+    } else {
+        format!("http://{address}")
+    };
+    let ok = (with_scheme.starts_with("http://") || with_scheme.starts_with("https://"))
+        && with_scheme
+            .split("://")
+            .nth(1)
+            .is_some_and(|rest| !rest.is_empty());
+    if !ok {
+        return Err(invalid(
+            "consul",
+            format!("`{address}` is not an agent address like http://127.0.0.1:8500"),
+        ));
+    }
+    Ok(with_scheme)
+}
+
+fn read_token_file(path: &Path) -> Result<Secret, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        invalid(
+            "consul_token_file",
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    Ok(Secret(text.trim().to_owned()))
+}
+
+impl Settings {
+    /// The Consul ecosystem's own variables (`CONSUL_HTTP_ADDR`, `CONSUL_HTTP_TOKEN`,
+    /// `CONSUL_HTTP_TOKEN_FILE`, `CONSUL_CACERT`, `CONSUL_HTTP_SSL`), as the lowest layer.
+    pub fn from_consul_env(var: impl Fn(&str) -> Option<String>) -> Settings {
+        let ssl = var("CONSUL_HTTP_SSL").is_some_and(|v| v == "true" || v == "1");
+        let consul = var("CONSUL_HTTP_ADDR").map(|addr| {
+            if !addr.contains("://") && ssl {
+                vec![format!("https://{addr}")]
+            } else {
+                vec![addr]
+            }
+        });
+        Settings {
+            consul,
+            consul_token: var("CONSUL_HTTP_TOKEN").map(Secret),
+            consul_token_file: var("CONSUL_HTTP_TOKEN_FILE").map(PathBuf::from),
+            consul_ca_cert: var("CONSUL_CACERT").map(PathBuf::from),
+            ..Settings::default()
+        }
+    }
+}
+
 impl Config {
-    /// Loads the file named by `config_path` (if any), stacks `cli` (flags and env) on top,
-    /// applies defaults and validates.
+    /// Loads the file named by `config_path` (if any) over the `CONSUL_HTTP_*` variables,
+    /// stacks `cli` (our flags and env) on top, applies defaults and validates.
     pub fn load(config_path: Option<&Path>, cli: &Settings) -> Result<Config, ConfigError> {
         let file = match config_path {
             Some(path) => Settings::from_file(path)?,
             None => Settings::default(),
         };
-        Config::resolve(file.overlay(cli.clone()))
+        let ecosystem =
+            Settings::from_consul_env(|name| std::env::var(name).ok().filter(|v| !v.is_empty()));
+        Config::resolve(ecosystem.overlay(file).overlay(cli.clone()))
     }
 
     /// Applies defaults to `s` and validates every field.
     pub fn resolve(s: Settings) -> Result<Config, ConfigError> {
-        let discovery = match (s.discovery, s.backend) {
-            (Some(DiscoveryKind::Static) | None, Some(backend)) => Discovery::Static { backend },
-            (Some(DiscoveryKind::Static) | None, None) => {
-                return Err(invalid(
-                    "backend",
-                    "no discovery source: set `backend` (ip:port of the MySQL primary) for static discovery",
-                ));
-            }
-        };
-        let service = s.service.unwrap_or_else(|| "mysql".to_owned());
-        if service.trim().is_empty() {
-            return Err(invalid("service", "must not be empty"));
+        let service = s.service.clone().unwrap_or_else(|| "mysql".to_owned());
+        if service.trim().is_empty() || service.contains('/') {
+            return Err(invalid(
+                "service",
+                "must be a non-empty Consul service name without `/`",
+            ));
         }
+        let discovery = resolve_discovery(&s)?;
         let max_connections = s.max_connections.unwrap_or(4096);
         if max_connections == 0 {
             return Err(invalid("max_connections", "must be at least 1"));
@@ -296,6 +604,7 @@ impl Config {
             listen: s.listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 3306))),
             discovery,
             service,
+            on_multiple: s.on_multiple.unwrap_or_default(),
             hold_timeout: nonzero(
                 "hold_timeout",
                 s.hold_timeout.unwrap_or(Duration::from_secs(10)),
@@ -391,9 +700,12 @@ mod tests {
         assert!(err.contains("--hold-timeout"), "{err}");
         assert!(err.contains("CONSUL_MYSQL_PROXY_HOLD_TIMEOUT"), "{err}");
 
-        let err = Config::resolve(Settings::default())
-            .unwrap_err()
-            .to_string();
+        let err = Config::resolve(Settings {
+            discovery: Some(DiscoveryKind::Static),
+            ..Settings::default()
+        })
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("`backend`"), "{err}");
 
         let err = Config::resolve(Settings {
@@ -403,6 +715,105 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("`log_level`"), "{err}");
+    }
+
+    fn consul(c: &Config) -> &ConsulConfig {
+        match &c.discovery {
+            Discovery::Consul(consul) => consul,
+            other => panic!("expected consul discovery, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn consul_health_is_the_default_without_a_backend() {
+        let c = Config::resolve(Settings::default()).unwrap();
+        let consul = consul(&c);
+        assert_eq!(
+            consul.source,
+            ConsulSource::Health {
+                tags: vec!["primary".into()]
+            }
+        );
+        assert_eq!(consul.addresses, vec!["http://127.0.0.1:8500".to_owned()]);
+        assert_eq!(consul.wait, Duration::from_secs(300));
+        assert_eq!(c.on_multiple, OnMultiple::Refuse);
+    }
+
+    #[test]
+    fn consul_settings_are_validated() {
+        let err = |s: Settings| Config::resolve(s).unwrap_err().to_string();
+        let kv = Settings {
+            discovery: Some(DiscoveryKind::ConsulKv),
+            ..Settings::default()
+        };
+        assert!(err(kv.clone()).contains("`kv_key`"));
+        let both = Settings {
+            discovery: Some(DiscoveryKind::ConsulHealth),
+            ..with_backend()
+        };
+        assert!(err(both).contains("only applies to `discovery = static`"));
+        let long_wait = Settings {
+            consul_wait: Some(Duration::from_secs(601)),
+            ..Settings::default()
+        };
+        assert!(err(long_wait).contains("`consul_wait`"));
+        let bad_addr = Settings {
+            consul: Some(vec!["ftp://x".into()]),
+            ..Settings::default()
+        };
+        assert!(err(bad_addr).contains("`consul`"));
+        let c = Config::resolve(Settings {
+            kv_key: Some("/service/mysql/leader/".into()),
+            consul: Some(vec!["10.0.0.1:8500".into(), "https://c2:8501/".into()]),
+            ..kv
+        })
+        .unwrap();
+        let consul = consul(&c);
+        assert_eq!(
+            consul.source,
+            ConsulSource::Kv {
+                key: "service/mysql/leader".into(),
+                require_session: false
+            }
+        );
+        assert_eq!(
+            consul.addresses,
+            vec![
+                "http://10.0.0.1:8500".to_owned(),
+                "https://c2:8501".to_owned()
+            ]
+        );
+    }
+
+    #[test]
+    fn consul_ecosystem_env_is_the_lowest_layer_and_tokens_never_print() {
+        let env = |name: &str| match name {
+            "CONSUL_HTTP_ADDR" => Some("10.1.1.1:8501".to_owned()),
+            "CONSUL_HTTP_SSL" => Some("true".to_owned()),
+            "CONSUL_HTTP_TOKEN" => Some("s3cr3t-token".to_owned()),
+            _ => None,
+        };
+        let eco = Settings::from_consul_env(env);
+        let c = Config::resolve(eco.clone()).unwrap();
+        assert_eq!(
+            consul(&c).addresses,
+            vec!["https://10.1.1.1:8501".to_owned()]
+        );
+        assert_eq!(
+            consul(&c).token.as_ref().map(Secret::expose),
+            Some("s3cr3t-token")
+        );
+        let printed = format!("{c:?} {eco:?}");
+        assert!(!printed.contains("s3cr3t"), "{printed}");
+        let ours = Settings {
+            consul: Some(vec!["http://127.0.0.2:8500".into()]),
+            ..Settings::default()
+        };
+        let c = Config::resolve(eco.overlay(ours)).unwrap();
+        assert_eq!(
+            consul(&c).addresses,
+            vec!["http://127.0.0.2:8500".to_owned()]
+        );
     }
 
     #[test]
@@ -428,12 +839,22 @@ mod example_file {
         settings: Settings,
     }
 
-    /// config.example.toml documents every field, parses, and shows the built-in defaults.
+    /// config.example.toml documents every field (fields without a default as commented
+    /// `# field = example` lines), parses, and its active values are the built-in defaults.
     #[test]
     fn example_config_covers_every_field_with_defaults() {
         let text = include_str!("../config.example.toml");
-        let table: toml::Table = toml::from_str(text).unwrap();
-        let mut documented: Vec<String> = table.keys().cloned().collect();
+        let mut documented: Vec<String> = text
+            .lines()
+            .filter_map(|line| {
+                let line = line.trim_start().trim_start_matches('#').trim_start();
+                let (key, _) = line.split_once(" = ")?;
+                key.chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '_')
+                    .then(|| key.to_owned())
+            })
+            .collect();
+        documented.dedup();
         let mut fields: Vec<String> = Probe::command()
             .get_arguments()
             .map(|a| a.get_id().as_str().to_owned())

@@ -21,7 +21,9 @@ const EX_USAGE: u8 = 64;
 #[command(
     name = "consul-mysql-proxy",
     version,
-    about = "Keeps MySQL clients on the current primary, as learned from Consul"
+    about = "Keeps MySQL clients on the current primary, as learned from Consul",
+    // A flag given twice takes its last value, so wrapper scripts can append overrides.
+    args_override_self = true
 )]
 struct Cli {
     /// TOML configuration file; flags and env vars override its fields

@@ -10,6 +10,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 use crate::mysql_packet::ErrReason;
 
@@ -32,6 +33,11 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
 /// Every metric the proxy keeps.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -43,6 +49,9 @@ pub struct Metrics {
     pub err_packets: Family<ReasonLabel, Counter>,
     pub failovers: Counter,
     pub connections_closed_by_failover: Counter,
+    pub discovery_requests: Family<ResultLabel, Counter>,
+    pub discovery_last_success: Gauge<f64, AtomicU64>,
+    pub consul_index: Gauge,
 }
 
 impl Metrics {
@@ -66,6 +75,20 @@ impl Metrics {
                 reason: reason.label(),
             })
             .inc();
+    }
+
+    /// One discovery request finished with `result` (`ok`, `error`, `invalid`).
+    pub fn discovery_request(&self, result: &'static str) {
+        self.discovery_requests
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    /// A usable discovery answer arrived at `unix_seconds`, with blocking index `index`.
+    pub fn discovery_success(&self, unix_seconds: f64, index: u64) {
+        self.discovery_last_success.set(unix_seconds);
+        self.consul_index
+            .set(i64::try_from(index).unwrap_or(i64::MAX));
     }
 
     /// A registry view of every metric, for the text exposition format.
@@ -110,6 +133,21 @@ impl Metrics {
             "connections_closed_by_failover",
             "Relayed connections closed because their primary was replaced",
             self.connections_closed_by_failover.clone(),
+        );
+        r.register(
+            "discovery_requests",
+            "Discovery requests, by result (ok, error = unreachable or HTTP error, invalid = unusable answer)",
+            self.discovery_requests.clone(),
+        );
+        r.register(
+            "discovery_last_success_timestamp_seconds",
+            "Unix time of the last usable discovery answer",
+            self.discovery_last_success.clone(),
+        );
+        r.register(
+            "consul_index",
+            "X-Consul-Index of the last usable Consul answer",
+            self.consul_index.clone(),
         );
         r
     }

@@ -42,9 +42,18 @@ fn parse_err(packet: &[u8]) -> (u8, u16, String) {
 }
 
 #[tokio::test]
-async fn relays_both_ways_and_keeps_flowing_after_client_half_close() {
+async fn pump_relays_both_ways_and_keeps_flowing_after_client_half_close() {
+    relay_both_ways_with_half_close("pump").await;
+}
+
+#[tokio::test]
+async fn copy_relays_both_ways_and_keeps_flowing_after_client_half_close() {
+    relay_both_ways_with_half_close("copy").await;
+}
+
+async fn relay_both_ways_with_half_close(relay: &str) {
     let backend = EchoBackend::start().await;
-    let proxy = Proxy::start(&["--backend", &backend.addr.to_string()]);
+    let proxy = Proxy::start(&["--backend", &backend.addr.to_string(), "--relay", relay]);
     let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
     assert_eq!(read_exact_n(&mut client, GREETING.len()).await, GREETING);
 

@@ -1,1 +1,248 @@
-//! placeholder
+//! A dev-only double of the Consul agent HTTP and DNS APIs that consul-mysql-proxy uses,
+//! for tests and the demo (the real `consul` binary is not available on our machines).
+//! It follows Consul's documented behaviour (see `shared/consul-api.md`); where it
+//! deliberately differs, the difference is listed in the README section of this doc below.
+//!
+//! # Map
+//! A request flows like this:
+//!
+//! - [`http`] accepts it (axum, HTTP/1.1), counts it per path, applies the [`faults`]
+//!   (pause, latency, forced status, garbage bodies), checks the ACL token, then dispatches:
+//!   agent writes and KV/session writes go straight to the state store; reads of health,
+//!   catalog and KV go through [`blocking`], which parses `index`/`wait`/consistency/`dc`,
+//!   waits on the store's change signal until the result's own index moves past `index`
+//!   (or `wait` + jitter runs out), and sets the `X-Consul-*` headers.
+//! - [`dns`] answers `*.service.consul`, RFC 2782 SRV names and `*.node.consul` over UDP and
+//!   TCP on one port, from the same health data.
+//! - The state store is [`store`] (indexes, snapshot restore) with [`catalog`] (nodes,
+//!   services, checks) and [`kv`] (keys, sessions, locks). Every change goes through
+//!   `Shared::write`, which wakes blocked queries and the timer task.
+//! - [`checks`] runs TCP and script checks on their interval, and one timer task that expires
+//!   TTL checks and sessions, flushes deferred check output and reaps services whose checks
+//!   have been critical past `DeregisterCriticalServiceAfter`.
+//!
+//! # Deviations from real Consul
+//! - Extra, non-standard: `?node=<name>&node_address=<ip>` on agent endpoints registers on
+//!   (or addresses) another node, so tests can simulate several nodes; `/_double/*` control
+//!   endpoints for the fault switches and request counters.
+//! - One datacenter, one server, always leader: `X-Consul-KnownLeader: true`,
+//!   `X-Consul-LastContact: 0`; `stale`/`consistent` only change the
+//!   `X-Consul-Effective-Consistency` header.
+//! - `filter` and `near` are accepted and ignored; HTTP/gRPC/UDP/alias checks are rejected
+//!   with 400; prepared queries, ACL management, Connect, peering, namespaces are absent.
+//! - ACL: one token with full rights (`acl_token`). A wrong token gets 403 `ACL not found`;
+//!   no token acts as the anonymous token of a default-deny cluster: health/catalog reads
+//!   return `[]` with `X-Consul-Results-Filtered-By-ACLs: true`, everything else 403
+//!   `Permission denied: ...`. DNS ignores ACLs (the agent's own token is assumed to read).
+//! - KV keys are not validated (newer Consul rejects some characters and file extensions).
+//! - Session TTL expiry uses `session_ttl_multiplier` (Consul: 2); timers are per process,
+//!   not per raft leader. Lock-delay is enforced as in Consul (default 15 s; `LockDelay: "0s"`
+//!   disables it).
+//! - DNS message size limits are computed on the compressed encoding; there is no
+//!   recursion, no PTR, no prepared-query or `connect`/`ingress`/`virtual` names.
+
+#![forbid(unsafe_code)]
+
+pub mod blocking;
+pub mod catalog;
+pub mod checks;
+pub mod dns;
+pub mod duration;
+pub mod faults;
+pub mod http;
+pub mod kv;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use faults::Faults;
+
+use crate::store::Store;
+
+/// How the double is started. `Default` gives Consul's defaults on ephemeral loopback ports.
+#[derive(Debug, Clone)]
+pub struct DoubleConfig {
+    /// HTTP API listen address (Consul: 127.0.0.1:8500).
+    pub http: SocketAddr,
+    /// DNS listen address, UDP and TCP on the same port (Consul: 127.0.0.1:8600).
+    pub dns: SocketAddr,
+    /// When set, every API request needs this token (`X-Consul-Token`, `Authorization:
+    /// Bearer`, or `?token=`).
+    pub acl_token: Option<String>,
+    pub datacenter: String,
+    /// Name of the agent's node.
+    pub node_name: String,
+    /// Address of the agent's node.
+    pub node_address: String,
+    /// DNS `only_passing`: drop warning instances too.
+    pub dns_only_passing: bool,
+    /// DNS `enable_truncate`: set TC when a UDP answer was trimmed.
+    pub enable_truncate: bool,
+    /// DNS `udp_answer_limit` (Consul default 3).
+    pub udp_answer_limit: usize,
+    /// Consul's `enable_script_checks` (default false, as in Consul).
+    pub enable_script_checks: bool,
+    /// Consul's `check_update_interval` (default 5m): output-only changes reach the catalog
+    /// after half of it plus a random part of it. Zero syncs at once.
+    pub check_update_interval: Duration,
+    /// How often critical services are reaped (Consul: 30 s).
+    pub check_reap_interval: Duration,
+    /// Lower bound for `DeregisterCriticalServiceAfter` (Consul: 1 m).
+    pub check_deregister_interval_min: Duration,
+    /// Lower bound for check intervals (Consul's `MinInterval`: 1 s).
+    pub min_check_interval: Duration,
+    /// Sessions are invalidated `TTL × this` after the last renew (Consul: 2).
+    pub session_ttl_multiplier: f64,
+}
+
+impl Default for DoubleConfig {
+    fn default() -> Self {
+        DoubleConfig {
+            http: "127.0.0.1:0".parse().expect("literal address"),
+            dns: "127.0.0.1:0".parse().expect("literal address"),
+            acl_token: None,
+            datacenter: "dc1".to_string(),
+            node_name: "consul-double".to_string(),
+            node_address: "127.0.0.1".to_string(),
+            dns_only_passing: false,
+            enable_truncate: false,
+            udp_answer_limit: 3,
+            enable_script_checks: false,
+            check_update_interval: Duration::from_secs(300),
+            check_reap_interval: Duration::from_secs(30),
+            check_deregister_interval_min: Duration::from_secs(60),
+            min_check_interval: Duration::from_secs(1),
+            session_ttl_multiplier: 2.0,
+        }
+    }
+}
+
+/// Everything the servers and background tasks share.
+pub(crate) struct Shared {
+    pub cfg: DoubleConfig,
+    pub store: Mutex<Store>,
+    /// Bumped after every write that changed the store; blocked queries wait on it.
+    pub changes: watch::Sender<u64>,
+    /// Wakes the timer task when a deadline may have moved.
+    pub timers: Notify,
+    pub faults: faults::FaultState,
+    /// Cancelled on drop/shutdown; every task and every blocked request selects on it.
+    pub shutdown: CancellationToken,
+}
+
+impl Shared {
+    /// Runs a write against the store and wakes watchers if it changed anything.
+    pub(crate) fn write<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
+        let r = self.write_quiet(f);
+        self.timers.notify_one();
+        r
+    }
+
+    /// Like `write` without waking the timer task (the timer task itself uses this).
+    pub(crate) fn write_quiet<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
+        let (r, changed) = {
+            let mut s = self.store.lock().unwrap_or_else(|e| e.into_inner());
+            let before = (s.index, s.epoch);
+            let r = f(&mut s);
+            (r, (s.index, s.epoch) != before)
+        };
+        if changed {
+            self.changes.send_modify(|v| *v += 1);
+        }
+        r
+    }
+
+    pub(crate) fn read<R>(&self, f: impl FnOnce(&Store) -> R) -> R {
+        let s = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        f(&s)
+    }
+}
+
+/// A running double. Dropping it stops the servers and every background task.
+pub struct ConsulDouble {
+    shared: Arc<Shared>,
+    faults: Faults,
+    http_addr: SocketAddr,
+    dns_addr: SocketAddr,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Binds HTTP and DNS (UDP + TCP) and starts serving.
+pub async fn start(cfg: DoubleConfig) -> anyhow::Result<ConsulDouble> {
+    let http_listener = tokio::net::TcpListener::bind(cfg.http)
+        .await
+        .with_context(|| format!("binding HTTP on {}", cfg.http))?;
+    let http_addr = http_listener.local_addr()?;
+    let (udp, dns_tcp) = dns::bind(cfg.dns).await?;
+    let dns_addr = udp.local_addr()?;
+
+    let mut store = Store::new(&cfg.node_name);
+    store.bootstrap(&cfg.node_name, &cfg.node_address);
+    let shared = Arc::new(Shared {
+        store: Mutex::new(store),
+        changes: watch::channel(0).0,
+        timers: Notify::new(),
+        faults: faults::FaultState::default(),
+        shutdown: CancellationToken::new(),
+        cfg,
+    });
+    let tasks = vec![
+        tokio::spawn(http::serve(http_listener, shared.clone())),
+        tokio::spawn(dns::serve_udp(udp, shared.clone())),
+        tokio::spawn(dns::serve_tcp(dns_tcp, shared.clone())),
+        tokio::spawn(checks::run_timers(shared.clone())),
+    ];
+    tracing::debug!(%http_addr, %dns_addr, "consul-double listening");
+    Ok(ConsulDouble {
+        faults: Faults::new(shared.clone()),
+        shared,
+        http_addr,
+        dns_addr,
+        tasks,
+    })
+}
+
+impl ConsulDouble {
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn dns_addr(&self) -> SocketAddr {
+        self.dns_addr
+    }
+
+    /// `http://<http_addr>`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.http_addr)
+    }
+
+    /// Fault switches and request counters.
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    pub fn config(&self) -> &DoubleConfig {
+        &self.shared.cfg
+    }
+
+    /// Stops serving and waits for the server tasks to end.
+    pub async fn shutdown(mut self) {
+        self.shared.shutdown.cancel();
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for ConsulDouble {
+    fn drop(&mut self) {
+        self.shared.shutdown.cancel();
+    }
+}

@@ -1,1 +1,453 @@
-//! placeholder, being written
+//! Consul for integration tests: the in-process API double (`consul-double`) by default, a
+//! real `consul agent -dev` when `CONSUL_BIN` names its binary. Tests talk to either through
+//! [`TestConsul`]'s small client, so the same test runs against both.
+//!
+//! Against a real agent everything registers on the agent's one node; [`ServiceDef::on_node`]
+//! (the double's non-standard `?node=`) is then ignored, which is fine as long as instances
+//! differ by `Service.Address`. Fault switches exist only on the double: tests that need them
+//! call [`TestConsul::faults`] and skip with a printed reason when it is `None`.
+//! Both run with script checks enabled and `check_update_interval = 0s`, so check output
+//! reaches the catalog at once.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use consul_double::{ConsulDouble, DoubleConfig, Faults};
+use serde_json::{Value, json};
+
+/// Upper bound for every wait this helper does.
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// A health check for [`ServiceDef`].
+#[derive(Debug, Clone)]
+pub enum Check {
+    /// TCP connect to `addr` every `interval`.
+    Tcp {
+        addr: SocketAddr,
+        interval: Duration,
+    },
+    /// Run `args` (no shell) every `interval`: exit 0 passing, 1 warning, else critical.
+    Script {
+        args: Vec<String>,
+        interval: Duration,
+    },
+    /// Passes only while `check_pass` is called within the TTL.
+    Ttl(Duration),
+}
+
+/// A service registration (`PUT /v1/agent/service/register`).
+#[derive(Debug, Clone, Default)]
+pub struct ServiceDef {
+    pub id: String,
+    pub name: String,
+    pub tags: Vec<String>,
+    pub address: String,
+    pub port: u16,
+    pub meta: Vec<(String, String)>,
+    pub check: Option<Check>,
+    /// Initial check status (Consul: `critical` unless given).
+    pub status: Option<String>,
+    /// (node name, node address): double only, ignored by a real agent.
+    pub node: Option<(String, String)>,
+}
+
+impl ServiceDef {
+    /// A service `name` with ID `name`.
+    pub fn new(name: &str) -> Self {
+        ServiceDef {
+            id: name.into(),
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+    pub fn id(mut self, id: &str) -> Self {
+        self.id = id.into();
+        self
+    }
+    pub fn tags(mut self, tags: &[&str]) -> Self {
+        self.tags = tags.iter().map(|t| t.to_string()).collect();
+        self
+    }
+    pub fn address(mut self, address: &str) -> Self {
+        self.address = address.into();
+        self
+    }
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+    pub fn meta(mut self, key: &str, value: &str) -> Self {
+        self.meta.push((key.into(), value.into()));
+        self
+    }
+    pub fn tcp_check(mut self, addr: SocketAddr, interval: Duration) -> Self {
+        self.check = Some(Check::Tcp { addr, interval });
+        self
+    }
+    pub fn script_check(mut self, args: &[&str], interval: Duration) -> Self {
+        let args = args.iter().map(|a| a.to_string()).collect();
+        self.check = Some(Check::Script { args, interval });
+        self
+    }
+    pub fn ttl_check(mut self, ttl: Duration) -> Self {
+        self.check = Some(Check::Ttl(ttl));
+        self
+    }
+    /// Initial status of the check (`passing`, `warning`, `critical`).
+    pub fn status(mut self, status: &str) -> Self {
+        self.status = Some(status.into());
+        self
+    }
+    /// Register on another node (the double's `?node=&node_address=`).
+    pub fn on_node(mut self, node: &str, address: &str) -> Self {
+        self.node = Some((node.into(), address.into()));
+        self
+    }
+
+    /// The JSON body Consul's agent endpoint takes.
+    pub fn to_json(&self) -> Value {
+        let d = consul_double::duration::format;
+        let mut check = match &self.check {
+            None => Value::Null,
+            Some(Check::Tcp { addr, interval }) => {
+                json!({"TCP": addr.to_string(), "Interval": d(*interval), "Timeout": "1s"})
+            }
+            Some(Check::Script { args, interval }) => {
+                json!({"Args": args, "Interval": d(*interval)})
+            }
+            Some(Check::Ttl(ttl)) => json!({"TTL": d(*ttl)}),
+        };
+        if let (Some(s), Some(obj)) = (&self.status, check.as_object_mut()) {
+            obj.insert("Status".into(), json!(s));
+        }
+        let meta: serde_json::Map<String, Value> = self
+            .meta
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
+        json!({
+            "ID": self.id, "Name": self.name, "Tags": self.tags, "Address": self.address,
+            "Port": self.port, "Meta": meta, "Check": check,
+        })
+    }
+}
+
+enum Backend {
+    Double(ConsulDouble),
+    Real {
+        _child: tokio::process::Child,
+        _dir: tempfile::TempDir,
+    },
+}
+
+/// A running Consul (double or real agent) plus a client for it.
+pub struct TestConsul {
+    backend: Backend,
+    http: reqwest::Client,
+    base: String,
+    dns: SocketAddr,
+}
+
+fn client() -> reqwest::Client {
+    // reqwest is built with `rustls-no-provider`: a provider must exist even for plain HTTP.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("reqwest client")
+}
+
+/// A port free on 127.0.0.1 for TCP (and UDP when `udp`), released for the agent to take.
+fn free_port(udp: bool) -> u16 {
+    for _ in 0..50 {
+        let t = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = t.local_addr().unwrap().port();
+        if !udp || std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port");
+}
+
+impl TestConsul {
+    /// The double (in process), or a real dev agent when `CONSUL_BIN` is set.
+    pub async fn start() -> TestConsul {
+        match std::env::var_os("CONSUL_BIN") {
+            Some(bin) => Self::start_real(bin).await,
+            None => Self::start_double(DoubleConfig::default()).await,
+        }
+    }
+
+    /// Always the double, with this config (for tests that need e.g. an ACL token or short
+    /// session TTLs). Script checks and `check_update_interval` are set as for `start()`.
+    pub async fn start_double(cfg: DoubleConfig) -> TestConsul {
+        let cfg = DoubleConfig {
+            enable_script_checks: true,
+            check_update_interval: Duration::ZERO,
+            ..cfg
+        };
+        let double = consul_double::start(cfg)
+            .await
+            .expect("consul double starts");
+        TestConsul {
+            base: double.base_url(),
+            dns: double.dns_addr(),
+            backend: Backend::Double(double),
+            http: client(),
+        }
+    }
+
+    async fn start_real(bin: std::ffi::OsString) -> TestConsul {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = std::fs::File::create(dir.path().join("consul.log")).expect("log file");
+        let (http, dns) = (free_port(false), free_port(true));
+        let mut cmd = tokio::process::Command::new(&bin);
+        cmd.arg("agent")
+            .arg("-dev")
+            .args(["-bind", "127.0.0.1", "-client", "127.0.0.1"]);
+        for (flag, port) in [
+            ("-http-port", http),
+            ("-dns-port", dns),
+            ("-server-port", free_port(false)),
+            ("-serf-lan-port", free_port(true)),
+            ("-serf-wan-port", free_port(true)),
+        ] {
+            cmd.arg(flag).arg(port.to_string());
+        }
+        cmd.args(["-grpc-port", "-1"])
+            .args(["-hcl", "enable_script_checks = true"])
+            .args(["-hcl", "check_update_interval = \"0s\""])
+            .args(["-hcl", "ports { grpc_tls = -1 }"])
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {bin:?}: {e}"));
+        let http_client = client();
+        let base = format!("http://127.0.0.1:{http}");
+        let deadline = tokio::time::Instant::now() + LIMIT;
+        loop {
+            let r = http_client
+                .get(format!("{base}/v1/status/leader"))
+                .send()
+                .await;
+            if let Ok(r) = r
+                && r.text()
+                    .await
+                    .is_ok_and(|t| !t.trim().is_empty() && t.trim() != "\"\"")
+            {
+                break;
+            }
+            let exited = child.try_wait().ok().flatten();
+            if exited.is_some() || tokio::time::Instant::now() > deadline {
+                let log =
+                    std::fs::read_to_string(dir.path().join("consul.log")).unwrap_or_default();
+                panic!("consul agent did not get a leader (exit: {exited:?}); log:\n{log}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        TestConsul {
+            base,
+            dns: SocketAddr::from(([127, 0, 0, 1], dns)),
+            http: http_client,
+            backend: Backend::Real {
+                _child: child,
+                _dir: dir,
+            },
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn http_url(&self) -> String {
+        self.base.clone()
+    }
+
+    pub fn dns_addr(&self) -> SocketAddr {
+        self.dns
+    }
+
+    pub fn is_real(&self) -> bool {
+        matches!(self.backend, Backend::Real { .. })
+    }
+
+    /// The double's fault switches; `None` against a real agent.
+    pub fn faults(&self) -> Option<&Faults> {
+        match &self.backend {
+            Backend::Double(d) => Some(d.faults()),
+            Backend::Real { .. } => None,
+        }
+    }
+
+    /// Like [`TestConsul::faults`], printing why the calling test is skipped when absent.
+    pub fn faults_or_skip(&self, test: &str) -> Option<&Faults> {
+        let f = self.faults();
+        if f.is_none() {
+            eprintln!(
+                "skipping {test}: needs the Consul double's fault switches (CONSUL_BIN is set)"
+            );
+        }
+        f
+    }
+
+    async fn put(&self, path_and_query: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        let url = format!("{}{path_and_query}", self.base);
+        let r = self.http.put(&url).body(body).timeout(LIMIT).send().await;
+        let r = r.unwrap_or_else(|e| panic!("PUT {url}: {e}"));
+        if !r.status().is_success() {
+            let status = r.status();
+            panic!("PUT {url}: {status} {}", r.text().await.unwrap_or_default());
+        }
+        r
+    }
+
+    async fn put_bool(&self, path_and_query: &str, body: impl Into<reqwest::Body>) -> bool {
+        self.put(path_and_query, body)
+            .await
+            .json()
+            .await
+            .expect("true/false body")
+    }
+
+    pub async fn register(&self, def: &ServiceDef) {
+        let query = match &def.node {
+            Some((node, addr)) if !self.is_real() => format!("?node={node}&node_address={addr}"),
+            _ => String::new(),
+        };
+        self.put(
+            &format!("/v1/agent/service/register{query}"),
+            def.to_json().to_string(),
+        )
+        .await;
+    }
+
+    pub async fn deregister(&self, service_id: &str) {
+        self.put(&format!("/v1/agent/service/deregister/{service_id}"), "")
+            .await;
+    }
+
+    pub async fn check_pass(&self, check_id: &str) {
+        self.put(&format!("/v1/agent/check/pass/{check_id}"), "")
+            .await;
+    }
+
+    pub async fn check_warn(&self, check_id: &str) {
+        self.put(&format!("/v1/agent/check/warn/{check_id}"), "")
+            .await;
+    }
+
+    pub async fn check_fail(&self, check_id: &str) {
+        self.put(&format!("/v1/agent/check/fail/{check_id}"), "")
+            .await;
+    }
+
+    pub async fn maintenance(&self, service_id: &str, on: bool, reason: &str) {
+        let url = reqwest::Url::parse_with_params(
+            &format!("{}/v1/agent/service/maintenance/{service_id}", self.base),
+            &[
+                ("enable", if on { "true" } else { "false" }),
+                ("reason", reason),
+            ],
+        )
+        .expect("url");
+        let path = &url.as_str()[self.base.len()..];
+        self.put(path, "").await;
+    }
+
+    /// `PUT /v1/kv/<key>`; Consul answers `true`.
+    pub async fn kv_put(&self, key: &str, value: &str) -> bool {
+        self.put_bool(&format!("/v1/kv/{key}"), value.to_string())
+            .await
+    }
+
+    pub async fn kv_delete(&self, key: &str) {
+        let url = format!("{}/v1/kv/{key}", self.base);
+        let r = self.http.delete(&url).timeout(LIMIT).send().await;
+        assert!(
+            r.unwrap_or_else(|e| panic!("DELETE {url}: {e}"))
+                .status()
+                .is_success()
+        );
+    }
+
+    /// A session with this TTL (Consul accepts 10 s .. 24 h) and no lock-delay, so a test
+    /// can take over a lock right after destroying its holder.
+    pub async fn session_create(&self, ttl: Duration) -> String {
+        let body = json!({"TTL": consul_double::duration::format(ttl), "LockDelay": "0s"});
+        let v: Value = self
+            .put("/v1/session/create", body.to_string())
+            .await
+            .json()
+            .await
+            .unwrap();
+        v["ID"].as_str().expect("session ID").to_string()
+    }
+
+    pub async fn session_destroy(&self, session: &str) {
+        self.put(&format!("/v1/session/destroy/{session}"), "")
+            .await;
+    }
+
+    /// `?acquire=`: true if this session now holds the key.
+    pub async fn kv_acquire(&self, key: &str, value: &str, session: &str) -> bool {
+        self.put_bool(
+            &format!("/v1/kv/{key}?acquire={session}"),
+            value.to_string(),
+        )
+        .await
+    }
+
+    /// `?release=`: true if the session held the key and released it.
+    pub async fn kv_release(&self, key: &str, session: &str) -> bool {
+        self.put_bool(&format!("/v1/kv/{key}?release={session}"), "")
+            .await
+    }
+
+    /// `GET /v1/health/service/<svc>?passing[&tag=]` entries.
+    pub async fn health_passing(&self, svc: &str, tag: Option<&str>) -> Vec<Value> {
+        self.health(svc, tag, 0).await.1
+    }
+
+    async fn health(&self, svc: &str, tag: Option<&str>, index: u64) -> (u64, Vec<Value>) {
+        let mut q: Vec<(&str, String)> = vec![("passing", "true".into())];
+        if let Some(t) = tag {
+            q.push(("tag", t.into()));
+        }
+        if index > 0 {
+            q.push(("index", index.to_string()));
+            q.push(("wait", "5s".into()));
+        }
+        let url = format!("{}/v1/health/service/{svc}", self.base);
+        let r = self.http.get(&url).query(&q).timeout(LIMIT).send().await;
+        let r = r.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        assert!(r.status().is_success(), "GET {url}: {}", r.status());
+        let idx = r
+            .headers()
+            .get("X-Consul-Index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        (idx, r.json().await.expect("health JSON"))
+    }
+
+    /// Waits (with blocking queries, bounded) until `svc` has exactly `count` passing
+    /// instances; returns them.
+    pub async fn wait_passing(&self, svc: &str, tag: Option<&str>, count: usize) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + LIMIT;
+        let mut index = 0;
+        loop {
+            let (idx, entries) = self.health(svc, tag, index).await;
+            if entries.len() == count {
+                return entries;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{svc}: wanted {count} passing instances, have {}",
+                entries.len()
+            );
+            // A lower index means a snapshot restore: start over (Consul's client rule).
+            index = if idx < index { 0 } else { idx };
+        }
+    }
+}

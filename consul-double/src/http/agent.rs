@@ -1,0 +1,476 @@
+//! `/v1/agent/*` writes: service registration (body decoded the way Go decodes it:
+//! case-insensitive field names, snake_case accepted), deregistration, maintenance, TTL check
+//! updates; and `/v1/agent/self`.
+
+use super::*;
+
+pub(super) fn agent_self(shared: &Shared) -> Response {
+    let (node_id, addr) = shared.read(|s| {
+        s.nodes
+            .get(&s.agent_node)
+            .map(|n| (n.id.clone(), n.address.clone()))
+            .unwrap_or_default()
+    });
+    json_resp(&json!({
+        "Config": {
+            "Datacenter": shared.cfg.datacenter,
+            "PrimaryDatacenter": shared.cfg.datacenter,
+            "NodeName": shared.cfg.node_name,
+            "NodeID": node_id,
+            "Revision": "consul-double",
+            "Server": true,
+            "Version": "1.20.0",
+        },
+        "DebugConfig": {},
+        "Coord": null,
+        "Member": {
+            "Name": shared.cfg.node_name,
+            "Addr": addr,
+            "Port": 8301,
+            "Tags": {"dc": shared.cfg.datacenter, "role": "consul"},
+            "Status": 1,
+        },
+        "Meta": {"consul-network-segment": "", "consul-version": "1.20.0"},
+    }))
+}
+
+/// Body field lookup the way Go decodes it: case-insensitive, snake_case accepted.
+pub(super) fn norm(k: &str) -> String {
+    k.chars()
+        .filter(|c| *c != '_')
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+pub(super) fn field<'a>(obj: &'a Value, name: &str) -> Option<&'a Value> {
+    let want = norm(name);
+    obj.as_object()?
+        .iter()
+        .find(|(k, _)| norm(k) == want)
+        .map(|(_, v)| v)
+        .filter(|v| !v.is_null())
+}
+
+pub(super) type Bad = (u16, String);
+
+pub(super) fn decode_err(what: &str) -> Bad {
+    (400, format!("Request decode failed: {what}"))
+}
+
+pub(super) fn str_field(obj: &Value, name: &str) -> Result<String, Bad> {
+    match field(obj, name) {
+        None => Ok(String::new()),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(decode_err(&format!(
+            "json: cannot unmarshal {name}: expected a string"
+        ))),
+    }
+}
+
+pub(super) fn strings_field(obj: &Value, name: &str) -> Result<Vec<String>, Bad> {
+    match field(obj, name) {
+        None => Ok(Vec::new()),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| {
+                v.as_str().map(str::to_string).ok_or_else(|| {
+                    decode_err(&format!("json: cannot unmarshal {name}: expected strings"))
+                })
+            })
+            .collect(),
+        Some(_) => Err(decode_err(&format!(
+            "json: cannot unmarshal {name}: expected an array"
+        ))),
+    }
+}
+
+pub(super) fn map_field(obj: &Value, name: &str) -> Result<BTreeMap<String, String>, Bad> {
+    match field(obj, name) {
+        None => Ok(BTreeMap::new()),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| {
+                v.as_str()
+                    .map(|s| (k.clone(), s.to_string()))
+                    .ok_or_else(|| {
+                        decode_err(&format!(
+                            "json: cannot unmarshal {name}: expected string values"
+                        ))
+                    })
+            })
+            .collect(),
+        Some(_) => Err(decode_err(&format!(
+            "json: cannot unmarshal {name}: expected an object"
+        ))),
+    }
+}
+
+/// A duration field: Go duration string or integer nanoseconds.
+pub(super) fn duration_field(obj: &Value, name: &str) -> Result<Option<Duration>, Bad> {
+    match field(obj, name) {
+        None => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => duration::parse(s)
+            .map(Some)
+            .ok_or_else(|| decode_err(&format!("time: invalid duration \"{s}\""))),
+        Some(Value::Number(n)) => Ok(n.as_u64().map(Duration::from_nanos)),
+        Some(_) => Err(decode_err(&format!("json: cannot unmarshal {name}"))),
+    }
+}
+
+pub(super) fn parse_check(shared: &Shared, v: &Value) -> Result<Option<CheckReg>, Bad> {
+    if !v.is_object() {
+        return Err(decode_err(
+            "json: cannot unmarshal check: expected an object",
+        ));
+    }
+    if v.as_object()
+        .is_some_and(|m| m.values().all(Value::is_null))
+    {
+        return Ok(None);
+    }
+    let status = str_field(v, "Status")?;
+    if !status.is_empty() && ![PASSING, WARNING, CRITICAL].contains(&status.as_str()) {
+        return Err((
+            400,
+            "Status for checks must 'passing', 'warning', 'critical'".to_string(),
+        ));
+    }
+    for unsupported in [
+        "HTTP",
+        "GRPC",
+        "UDP",
+        "H2PING",
+        "DockerContainerID",
+        "AliasService",
+        "AliasNode",
+        "OSService",
+    ] {
+        if field(v, unsupported).is_some_and(|x| x.as_str() != Some("")) {
+            return Err((
+                400,
+                format!("Invalid check: consul-double does not implement {unsupported} checks"),
+            ));
+        }
+    }
+    let tcp = str_field(v, "TCP")?;
+    let mut args = strings_field(v, "Args")?;
+    if args.is_empty() {
+        args = strings_field(v, "ScriptArgs")?;
+    }
+    let ttl = duration_field(v, "TTL")?;
+    let interval = duration_field(v, "Interval")?;
+    let timeout = duration_field(v, "Timeout")?;
+    let deregister_after = duration_field(v, "DeregisterCriticalServiceAfter")?;
+    let invalid_interval = || {
+        (
+            400,
+            "Invalid check: Interval must be > 0 for Script, HTTP, H2PING, TCP or UDP checks"
+                .to_string(),
+        )
+    };
+    let min = shared.cfg.min_check_interval;
+    let (def, kind, interval_s, timeout_s) = if !tcp.is_empty() {
+        let iv = interval
+            .filter(|d| !d.is_zero())
+            .ok_or_else(invalid_interval)?
+            .max(min);
+        let to = timeout
+            .filter(|d| !d.is_zero())
+            .unwrap_or(Duration::from_secs(10));
+        (
+            CheckDef::Tcp {
+                addr: tcp,
+                interval: iv,
+                timeout: to,
+            },
+            "tcp",
+            duration::format(iv),
+            timeout.map(duration::format).unwrap_or_default(),
+        )
+    } else if !args.is_empty() {
+        let iv = interval
+            .filter(|d| !d.is_zero())
+            .ok_or_else(invalid_interval)?
+            .max(min);
+        if !shared.cfg.enable_script_checks {
+            return Err((
+                500,
+                "Scripts are disabled on this agent; to enable, configure 'enable_script_checks' or 'enable_local_script_checks' to true".to_string(),
+            ));
+        }
+        let to = timeout
+            .filter(|d| !d.is_zero())
+            .unwrap_or(Duration::from_secs(30));
+        (
+            CheckDef::Script {
+                args,
+                interval: iv,
+                timeout: to,
+            },
+            "script",
+            duration::format(iv),
+            timeout.map(duration::format).unwrap_or_default(),
+        )
+    } else if let Some(ttl) = ttl {
+        if ttl.is_zero() {
+            return Err((
+                400,
+                "Invalid check: TTL must be > 0 for TTL checks".to_string(),
+            ));
+        }
+        (CheckDef::Ttl { ttl }, "ttl", String::new(), String::new())
+    } else {
+        return Err((400, "Invalid check: Check type is not valid".to_string()));
+    };
+    let mut check_id = str_field(v, "CheckID")?;
+    if check_id.is_empty() {
+        check_id = str_field(v, "ID")?;
+    }
+    Ok(Some(CheckReg {
+        check_id,
+        name: str_field(v, "Name")?,
+        notes: str_field(v, "Notes")?,
+        status: (!status.is_empty()).then_some(status),
+        kind: kind.to_string(),
+        interval: interval_s,
+        timeout: timeout_s,
+        def,
+        deregister_after,
+    }))
+}
+
+pub(super) fn parse_registration(
+    shared: &Shared,
+    body: &[u8],
+    q: &Query,
+) -> Result<ServiceReg, Bad> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| decode_err(&e.to_string()))?;
+    if !v.is_object() {
+        return Err(decode_err(
+            "json: cannot unmarshal into a service definition",
+        ));
+    }
+    let name = str_field(&v, "Name")?;
+    if name.is_empty() {
+        return Err((400, "Missing service name".to_string()));
+    }
+    let mut id = str_field(&v, "ID")?;
+    if id.is_empty() {
+        id = name.clone();
+    }
+    let address = str_field(&v, "Address")?;
+    let port = match field(&v, "Port") {
+        None => 0,
+        Some(p) => p
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .ok_or_else(|| decode_err("json: cannot unmarshal Port"))?,
+    };
+    let (mut wp, mut ww) = (1, 1);
+    if let Some(w) = field(&v, "Weights") {
+        wp = field(w, "Passing").and_then(Value::as_i64).unwrap_or(1);
+        ww = field(w, "Warning").and_then(Value::as_i64).unwrap_or(1);
+        if wp < 1 {
+            return Err((
+                400,
+                "Invalid Weights.Passing: must be greater than 0".to_string(),
+            ));
+        }
+    }
+    let mut tagged = tagged_service_addresses(&address, port);
+    if let Some(Value::Object(m)) = field(&v, "TaggedAddresses") {
+        for (k, ta) in m {
+            let a = str_field(ta, "Address")?;
+            let p = field(ta, "Port").and_then(Value::as_u64).unwrap_or(0) as u16;
+            tagged.insert(k.clone(), (a, p));
+        }
+    }
+    let enable_tag_override = field(&v, "EnableTagOverride")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let mut check_values = Vec::new();
+    if let Some(c) = field(&v, "Check") {
+        check_values.push(c.clone());
+    }
+    match field(&v, "Checks") {
+        None => {}
+        Some(Value::Array(a)) => check_values.extend(a.iter().cloned()),
+        Some(_) => {
+            return Err(decode_err(
+                "json: cannot unmarshal Checks: expected an array",
+            ));
+        }
+    }
+    let mut checks = Vec::new();
+    for cv in &check_values {
+        if let Some(c) = parse_check(shared, cv)? {
+            checks.push(c);
+        }
+    }
+    let n = checks.len();
+    for (i, c) in checks.iter_mut().enumerate() {
+        if c.check_id.is_empty() {
+            c.check_id = if n > 1 {
+                format!("service:{id}:{}", i + 1)
+            } else {
+                format!("service:{id}")
+            };
+        }
+        if c.name.is_empty() {
+            c.name = format!("Service '{name}' check");
+        }
+        if let Some(d) = c.deregister_after {
+            c.deregister_after = Some(d.max(shared.cfg.check_deregister_interval_min));
+        }
+    }
+    let node = q
+        .get("node")
+        .filter(|n| !n.is_empty())
+        .unwrap_or(&shared.cfg.node_name)
+        .to_string();
+    let node_address = q
+        .get("node_address")
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
+        .or_else(|| {
+            node.eq_ignore_ascii_case(&shared.cfg.node_name)
+                .then(|| shared.cfg.node_address.clone())
+        });
+    Ok(ServiceReg {
+        node,
+        node_address,
+        service: Service {
+            node: String::new(),
+            id,
+            name,
+            tags: strings_field(&v, "Tags")?,
+            address,
+            tagged_addresses: tagged,
+            meta: map_field(&v, "Meta")?,
+            port,
+            weight_passing: wp,
+            weight_warning: ww,
+            enable_tag_override,
+            create_index: 0,
+            modify_index: 0,
+        },
+        checks,
+    })
+}
+
+pub(super) fn agent_write(
+    shared: &Arc<Shared>,
+    rest: &str,
+    q: &Query,
+    body: &[u8],
+    anonymous: bool,
+) -> Response {
+    let node = q.get("node").filter(|n| !n.is_empty());
+    let now = Instant::now();
+    if rest == "service/register" {
+        let reg = match parse_registration(shared, body, q) {
+            Ok(r) => r,
+            Err((c, m)) => return text(c, m),
+        };
+        if anonymous {
+            return permission_denied("service:write", &reg.service.name);
+        }
+        let runners = shared.write(|s| s.register_service(reg, now));
+        for r in runners {
+            crate::checks::spawn_runner(shared, r);
+        }
+        return (StatusCode::OK, "").into_response();
+    }
+    if let Some(id) = rest.strip_prefix("service/deregister/") {
+        if anonymous {
+            return permission_denied("service:write", id);
+        }
+        let done = shared.write(|s| match s.locate_service(node, id) {
+            Some(n) => s.deregister_service(&n, id),
+            None => false,
+        });
+        if !done {
+            return text(
+                404,
+                format!(
+                    "Unknown service ID \"{id}\". Ensure that the service ID is passed, not the service name."
+                ),
+            );
+        }
+        return (StatusCode::OK, "").into_response();
+    }
+    if let Some(id) = rest.strip_prefix("service/maintenance/") {
+        let enable = match q.get("enable") {
+            None | Some("") => return text(400, "Missing value for enable"),
+            Some(v) => match parse_go_bool(v) {
+                Some(b) => b,
+                None => return text(400, format!("Invalid value for enable: \"{v}\"")),
+            },
+        };
+        if anonymous {
+            return permission_denied("service:write", id);
+        }
+        let reason = q.get("reason").unwrap_or("").to_string();
+        let found = shared.write(|s| match s.locate_service(node, id) {
+            Some(n) => {
+                s.set_maintenance(&n, id, enable, &reason, now);
+                true
+            }
+            None => false,
+        });
+        if !found {
+            return text(404, format!("Unknown service ID \"{id}\""));
+        }
+        return (StatusCode::OK, "").into_response();
+    }
+    for (verb, status) in [("pass", PASSING), ("warn", WARNING), ("fail", CRITICAL)] {
+        if let Some(id) = rest.strip_prefix(&format!("check/{verb}/")) {
+            let note = q.get("note").unwrap_or("").to_string();
+            return ttl_update(shared, node, id, status, note, anonymous);
+        }
+    }
+    if let Some(id) = rest.strip_prefix("check/update/") {
+        let v: Value = match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(e) => return text(400, format!("Request decode failed: {e}")),
+        };
+        let status = match str_field(&v, "Status") {
+            Ok(s) => s,
+            Err((c, m)) => return text(c, m),
+        };
+        if ![PASSING, WARNING, CRITICAL].contains(&status.as_str()) {
+            return text(400, format!("Invalid check status: '{status}'"));
+        }
+        let output = str_field(&v, "Output").unwrap_or_default();
+        let status: &'static str = match status.as_str() {
+            PASSING => PASSING,
+            WARNING => WARNING,
+            _ => CRITICAL,
+        };
+        return ttl_update(shared, node, id, status, output, anonymous);
+    }
+    text(404, "404 page not found\n")
+}
+
+pub(super) fn ttl_update(
+    shared: &Arc<Shared>,
+    node: Option<&str>,
+    id: &str,
+    status: &'static str,
+    output: String,
+    anonymous: bool,
+) -> Response {
+    if anonymous {
+        return permission_denied("node:write", &shared.cfg.node_name);
+    }
+    let interval = shared.cfg.check_update_interval;
+    let result = shared.write(|s| match s.locate_check(node, id) {
+        Some(k) => s.ttl_update(&k, status, output, Instant::now(), interval),
+        None => Err(format!("CheckID \"{id}\" does not have associated TTL")),
+    });
+    match result {
+        Ok(_) => (StatusCode::OK, "").into_response(),
+        Err(e) => text(500, e),
+    }
+}

@@ -1,0 +1,13 @@
+//! Behaviour tests of the Consul double against the documented Consul behaviour
+//! (`shared/consul-api.md`). Every wait is bounded; waits for state changes ride on
+//! blocking queries rather than sleeps.
+
+mod common;
+
+mod acl;
+mod blocking;
+mod checks;
+mod dns;
+mod faults;
+mod health;
+mod kv;

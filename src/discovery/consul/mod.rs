@@ -1,0 +1,309 @@
+//! Consul discovery: health, catalog or KV, each as a **blocking query loop** by Consul's rules.
+//!
+//! ```text
+//! loop: GET …?index=N&wait=W  ──answer──▶ decode ──▶ resolve hosts ──▶ Observation ──▶ discovery
+//!         │ errors: Observation::Unavailable (last primary kept), backoff with jitter
+//!         └ refresh (a client failed to connect): cut the long poll short, read now
+//! ```
+//! Index rules (Consul's "blocking queries" docs): the first read and a read after a refresh
+//! carry no index; an index that goes backwards (snapshot restore) is reset to 0 (the next read
+//! does not block); an index of 0 is treated as 1; requests are spaced at least
+//! [`MIN_INTERVAL`] apart and errors back off exponentially, so nothing hot-loops. The HTTP
+//! timeout is `wait + wait/16` (Consul's jitter) plus slack, so a long poll never times out early.
+
+pub mod client;
+pub mod decode;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reqwest::StatusCode;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use self::client::{Answer, ConsulClient};
+use self::decode::{Found, KvAnswer, decode_catalog, decode_health, decode_kv};
+use super::backoff::Backoff;
+use super::{Observation, ObservationSender};
+use crate::config::{Consistency, ConsulConfig, ConsulSource};
+use crate::metrics::Metrics;
+use crate::primary::Backend;
+use crate::selection::Candidate;
+
+/// Smallest spacing between two requests of one source.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// Timeout of a non-blocking read.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Added to `wait + wait/16` for a blocking read's HTTP timeout.
+const TIMEOUT_SLACK: Duration = Duration::from_secs(10);
+/// Host names in Consul answers are resolved with this timeout.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A one-line description of the source, for logs and error messages.
+pub fn describe(config: &ConsulConfig, service: &str) -> String {
+    match &config.source {
+        ConsulSource::Health { tags } => {
+            format!("consul health {service:?} tags {tags:?}")
+        }
+        ConsulSource::Catalog { tags } => {
+            format!("consul catalog {service:?} tags {tags:?}")
+        }
+        ConsulSource::Kv { key, .. } => format!("consul KV {key}"),
+    }
+}
+
+/// What one request asks: path segments, query, and whether a 404 is an answer.
+struct Request {
+    path: Vec<String>,
+    query: Vec<(&'static str, Option<String>)>,
+    accept_404: bool,
+}
+
+fn request(config: &ConsulConfig, service: &str) -> Request {
+    let mut query: Vec<(&'static str, Option<String>)> = Vec::new();
+    let (path, accept_404): (Vec<String>, bool) = match &config.source {
+        ConsulSource::Health { tags } => {
+            query.push(("passing", Some("true".into())));
+            query.extend(tags.iter().map(|t| ("tag", Some(t.clone()))));
+            (
+                vec![
+                    "v1".into(),
+                    "health".into(),
+                    "service".into(),
+                    service.into(),
+                ],
+                false,
+            )
+        }
+        ConsulSource::Catalog { tags } => {
+            query.extend(tags.iter().map(|t| ("tag", Some(t.clone()))));
+            (
+                vec![
+                    "v1".into(),
+                    "catalog".into(),
+                    "service".into(),
+                    service.into(),
+                ],
+                false,
+            )
+        }
+        ConsulSource::Kv { key, .. } => {
+            let mut path = vec!["v1".to_owned(), "kv".to_owned()];
+            path.extend(key.split('/').map(str::to_owned));
+            (path, true)
+        }
+    };
+    if let Some(dc) = &config.dc {
+        query.push(("dc", Some(dc.clone())));
+    }
+    match config.consistency {
+        Consistency::Default => {}
+        Consistency::Stale => query.push(("stale", None)),
+        Consistency::Consistent => query.push(("consistent", None)),
+    }
+    Request {
+        path,
+        query,
+        accept_404,
+    }
+}
+
+/// The blocking-query index, by Consul's client rules.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BlockingIndex(u64);
+
+impl BlockingIndex {
+    /// The index to send, or `None` for a read that must not block.
+    pub fn to_send(self) -> Option<u64> {
+        (self.0 > 0).then_some(self.0)
+    }
+
+    /// Takes the index of an answer. Returns true when the index went backwards (reset).
+    pub fn update(&mut self, answered: Option<u64>) -> bool {
+        let answered = answered.unwrap_or(0).max(1);
+        if answered < self.0 {
+            self.0 = 0;
+            return true;
+        }
+        self.0 = answered;
+        false
+    }
+}
+
+/// Runs the source until `stop` is cancelled.
+pub async fn run(
+    config: ConsulConfig,
+    service: String,
+    tx: ObservationSender,
+    refresh: Arc<Notify>,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    let describe = describe(&config, &service);
+    let mut client = match ConsulClient::new(&config) {
+        Ok(client) => client,
+        Err(e) => {
+            let _ = tx.send(Observation::Unavailable(e.to_string())).await;
+            return;
+        }
+    };
+    let request = request(&config, &service);
+    let path: Vec<&str> = request.path.iter().map(String::as_str).collect();
+    let wait = humantime::format_duration(config.wait).to_string();
+    let blocking_timeout = config.wait + config.wait / 16 + TIMEOUT_SLACK;
+    let mut index = BlockingIndex::default();
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
+    let mut read_now = true;
+    let mut next_request = Instant::now();
+
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(next_request) => {}
+            () = stop.cancelled() => return,
+        }
+        let sent_index = if read_now { None } else { index.to_send() };
+        let mut query = request.query.clone();
+        if let Some(i) = sent_index {
+            query.push(("index", Some(i.to_string())));
+            query.push(("wait", Some(wait.clone())));
+        }
+        let timeout = if sent_index.is_some() {
+            blocking_timeout
+        } else {
+            READ_TIMEOUT
+        };
+        next_request = Instant::now() + MIN_INTERVAL;
+        let answer = tokio::select! {
+            answer = client.get(&path, &query, timeout, request.accept_404) => answer,
+            // A client could not connect to the primary: stop waiting out the long poll.
+            () = refresh.notified(), if sent_index.is_some() => {
+                debug!(source = %describe, "refresh requested: reading now");
+                read_now = true;
+                continue;
+            }
+            () = stop.cancelled() => return,
+        };
+        read_now = false;
+        let observation = match answer {
+            Ok(answer) => match observe(&config, &answer).await {
+                Ok(observation) => {
+                    if index.update(answer.index) {
+                        info!(source = %describe, agent = %answer.agent, "Consul index went backwards (snapshot restore?): index reset");
+                    }
+                    metrics.discovery_request("ok");
+                    metrics.discovery_success(unix_now(), index.0);
+                    if backoff.failures() > 0 {
+                        info!(source = %describe, agent = %answer.agent, "Consul answers again");
+                    }
+                    backoff.reset();
+                    observation
+                }
+                Err(error) => {
+                    metrics.discovery_request("invalid");
+                    next_request = Instant::now() + backoff.next_delay();
+                    Observation::Unavailable(format!("{describe}: {error}"))
+                }
+            },
+            Err(error) => {
+                metrics.discovery_request("error");
+                next_request = Instant::now() + backoff.next_delay();
+                Observation::Unavailable(format!("{describe}: {error}"))
+            }
+        };
+        if tx.send(observation).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Turns an answer into an observation; `Err` is an unusable answer.
+async fn observe(config: &ConsulConfig, answer: &Answer) -> Result<Observation, String> {
+    let found = match &config.source {
+        ConsulSource::Health { .. } => decode_health(&answer.body).map_err(|e| e.to_string())?,
+        ConsulSource::Catalog { .. } => decode_catalog(&answer.body).map_err(|e| e.to_string())?,
+        ConsulSource::Kv {
+            key,
+            require_session,
+        } => {
+            let missing = answer.status == StatusCode::NOT_FOUND;
+            match decode_kv(
+                key,
+                missing,
+                &answer.body,
+                *require_session,
+                config.default_port,
+            )
+            .map_err(|e| e.to_string())?
+            {
+                KvAnswer::Primary(found) => vec![found],
+                KvAnswer::None(reason) => return Ok(Observation::NoPrimary(reason)),
+            }
+        }
+    };
+    let mut candidates = Vec::with_capacity(found.len());
+    for f in found {
+        candidates.push(resolve(f).await?);
+    }
+    Ok(Observation::Candidates(candidates))
+}
+
+/// Resolves a found server's host (IP literal or DNS name) to one socket address.
+async fn resolve(found: Found) -> Result<Candidate, String> {
+    let addr = match found.host.parse::<IpAddr>() {
+        Ok(ip) => SocketAddr::new(ip, found.port),
+        Err(_) => {
+            let lookup = tokio::time::timeout(
+                RESOLVE_TIMEOUT,
+                tokio::net::lookup_host((found.host.as_str(), found.port)),
+            )
+            .await;
+            match lookup {
+                Ok(Ok(mut addrs)) => addrs
+                    .next()
+                    .ok_or_else(|| format!("host {} has no address", found.host))?,
+                Ok(Err(e)) => return Err(format!("cannot resolve host {}: {e}", found.host)),
+                Err(_) => return Err(format!("resolving host {} timed out", found.host)),
+            }
+        }
+    };
+    Ok(Candidate {
+        backend: Backend::new(addr, found.name),
+        node: found.node.into(),
+        priority: found.priority,
+    })
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_rules() {
+        let mut index = BlockingIndex::default();
+        assert_eq!(index.to_send(), None, "first read does not block");
+        assert!(!index.update(Some(0)));
+        assert_eq!(index.to_send(), Some(1), "0 is treated as 1");
+        assert!(!index.update(None));
+        assert_eq!(index.to_send(), Some(1), "missing is treated as 1");
+        index.update(Some(42));
+        assert_eq!(index.to_send(), Some(42));
+        assert!(index.update(Some(7)), "backwards is a reset");
+        assert_eq!(
+            index.to_send(),
+            None,
+            "after a reset the next read does not block"
+        );
+        index.update(Some(7));
+        assert_eq!(index.to_send(), Some(7));
+    }
+}

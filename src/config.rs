@@ -69,6 +69,18 @@ pub enum DiscoveryKind {
     ConsulCatalog,
     /// A Consul KV key whose value names the primary (leader key, orchestrator).
     ConsulKv,
+    /// DNS A/AAAA or SRV answers for `dns_name` (e.g. Consul DNS on 127.0.0.1:8600).
+    Dns,
+}
+
+/// Which DNS record type names the primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsRecord {
+    /// A and AAAA records; the port is `default_port`.
+    A,
+    /// SRV records: port from the record, address from the additional section or the target.
+    Srv,
 }
 
 /// Consistency mode of Consul reads.
@@ -124,9 +136,9 @@ pub enum RelayKind {
     Copy,
 }
 
-/// The raw, all-optional configuration layer shared by flags, env vars and the TOML file.
-///
-/// Field docs double as `--help` text; defaults are applied in [`Config::resolve`].
+// The raw, all-optional configuration layer shared by flags, env vars and the TOML file.
+// Field docs double as `--help` text (so this comment is not a doc comment: clap would show it);
+// defaults are applied in `Config::resolve`.
 #[derive(Debug, Clone, Default, Args, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -218,6 +230,28 @@ pub struct Settings {
     /// Several candidates and none is the current primary: refuse (split brain) or first [default: refuse]
     #[arg(long, env = "CONSUL_MYSQL_PROXY_ON_MULTIPLE", value_enum)]
     pub on_multiple: Option<OnMultiple>,
+
+    /// DNS name of the primary for `discovery = dns` (e.g. primary.mysql.service.consul)
+    #[arg(long, env = "CONSUL_MYSQL_PROXY_DNS_NAME", value_name = "NAME")]
+    pub dns_name: Option<String>,
+
+    /// DNS server to ask, ip:port (e.g. 127.0.0.1:8600 for Consul) [default: the system resolver]
+    #[arg(long, env = "CONSUL_MYSQL_PROXY_DNS_SERVER", value_name = "ADDR")]
+    pub dns_server: Option<SocketAddr>,
+
+    /// Record type: a (A/AAAA + default_port) or srv [default: srv for `_…` and `*.service.consul` names, else a]
+    #[arg(long, env = "CONSUL_MYSQL_PROXY_DNS_RECORD", value_enum)]
+    pub dns_record: Option<DnsRecord>,
+
+    /// How often the DNS name is looked up [default: 1s]
+    #[arg(long, env = "CONSUL_MYSQL_PROXY_DNS_INTERVAL", value_parser = parse_duration, value_name = "DURATION")]
+    #[serde(default, with = "humantime_serde")]
+    pub dns_interval: Option<Duration>,
+
+    /// Timeout of one DNS query [default: 1s]
+    #[arg(long, env = "CONSUL_MYSQL_PROXY_DNS_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
+    #[serde(default, with = "humantime_serde")]
+    pub dns_timeout: Option<Duration>,
 
     /// How long a new client waits for a reachable primary before it gets an ERR packet [default: 10s]
     #[arg(long, env = "CONSUL_MYSQL_PROXY_HOLD_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
@@ -316,6 +350,11 @@ impl Settings {
                 kv_require_session,
                 default_port,
                 on_multiple,
+                dns_name,
+                dns_server,
+                dns_record,
+                dns_interval,
+                dns_timeout,
                 hold_timeout,
                 connect_timeout,
                 backend_greeting_timeout,
@@ -380,6 +419,20 @@ pub struct Config {
 pub enum Discovery {
     Static { backend: SocketAddr },
     Consul(ConsulConfig),
+    Dns(DnsConfig),
+}
+
+/// Everything the DNS source needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsConfig {
+    /// Fully qualified name (trailing dot added).
+    pub name: String,
+    /// `None` = the system resolver (/etc/resolv.conf).
+    pub server: Option<SocketAddr>,
+    pub record: DnsRecord,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub default_port: u16,
 }
 
 /// Which Consul API names the primary.
@@ -441,6 +494,13 @@ fn resolve_discovery(s: &Settings) -> Result<Discovery, ConfigError> {
             "only applies to `discovery = static`; remove it or choose static discovery",
         ));
     }
+    let default_port = s.default_port.unwrap_or(3306);
+    if default_port == 0 {
+        return Err(invalid("default_port", "must be 1..65535"));
+    }
+    if kind == DiscoveryKind::Dns {
+        return resolve_dns(s, default_port).map(Discovery::Dns);
+    }
     let tags = s.tag.clone().unwrap_or_else(|| vec!["primary".to_owned()]);
     if tags.iter().any(|t| t.trim().is_empty()) {
         return Err(invalid("tag", "tags must not be empty"));
@@ -462,7 +522,7 @@ fn resolve_discovery(s: &Settings) -> Result<Discovery, ConfigError> {
                 require_session: s.kv_require_session.unwrap_or(false),
             }
         }
-        DiscoveryKind::Static => unreachable!("handled above"),
+        DiscoveryKind::Static | DiscoveryKind::Dns => unreachable!("handled above"),
     };
     let addresses = s
         .consul
@@ -494,10 +554,6 @@ fn resolve_discovery(s: &Settings) -> Result<Discovery, ConfigError> {
             "must be longer than a blocking query's jitter (consul_wait / 16)",
         ));
     }
-    let default_port = s.default_port.unwrap_or(3306);
-    if default_port == 0 {
-        return Err(invalid("default_port", "must be 1..65535"));
-    }
     Ok(Discovery::Consul(ConsulConfig {
         source,
         addresses,
@@ -509,6 +565,47 @@ fn resolve_discovery(s: &Settings) -> Result<Discovery, ConfigError> {
         consistency: s.consistency.unwrap_or_default(),
         default_port,
     }))
+}
+
+/// Validates the DNS source settings.
+fn resolve_dns(s: &Settings, default_port: u16) -> Result<DnsConfig, ConfigError> {
+    let name = s.dns_name.clone().unwrap_or_default();
+    let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
+    if name.is_empty() {
+        return Err(invalid(
+            "dns_name",
+            "dns discovery needs the name of the primary, e.g. primary.mysql.service.consul",
+        ));
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
+    if name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err(invalid(
+            "dns_name",
+            format!("`{name}` is not a valid DNS name"),
+        ));
+    }
+    let record = s.dns_record.unwrap_or(
+        if name.starts_with('_') || name.ends_with(".service.consul") {
+            DnsRecord::Srv
+        } else {
+            DnsRecord::A
+        },
+    );
+    let interval = nonzero("dns_interval", s.dns_interval.unwrap_or(Duration::from_secs(1)))?;
+    let timeout = nonzero("dns_timeout", s.dns_timeout.unwrap_or(Duration::from_secs(1)))?;
+    Ok(DnsConfig {
+        name: format!("{name}."),
+        server: s.dns_server,
+        record,
+        interval,
+        timeout,
+        default_port,
+    })
 }
 
 /// `127.0.0.1:8500` → `http://127.0.0.1:8500`; keeps an explicit scheme; drops a trailing `/`.

@@ -16,8 +16,10 @@
 //! - [`listener`]: accept loop with the connection cap; [`connection`]: hold, connect, greeting
 //!   check, relay; [`relay`]: the byte pumps; [`mysql_packet`]: the ERR packet;
 //! - [`server`]: wires it all together, runs the workers and the ordered shutdown;
-//! - [`metrics`], [`telemetry`], [`limits`]: counters, logs, process limits.
+//! - [`metrics`], [`telemetry`], [`limits`]: counters, logs, process limits;
+//! - [`check`]: `consul-mysql-proxy check`, the Consul script check for each MySQL node.
 
+pub mod check;
 pub mod config;
 pub mod connection;
 pub mod discovery;

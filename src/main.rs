@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use consul_mysql_proxy::check::{self, CheckArgs};
 use consul_mysql_proxy::config::{Config, Settings};
 use consul_mysql_proxy::server::Server;
 use consul_mysql_proxy::{limits, telemetry};
@@ -23,15 +24,25 @@ const EX_USAGE: u8 = 64;
     version,
     about = "Keeps MySQL clients on the current primary, as learned from Consul",
     // A flag given twice takes its last value, so wrapper scripts can append overrides.
-    args_override_self = true
+    args_override_self = true,
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
     /// TOML configuration file; flags and env vars override its fields
     #[arg(long, env = "CONSUL_MYSQL_PROXY_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
 
     #[command(flatten)]
     settings: Settings,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Consul script check for one MySQL node: exit 0 passing, 1 warning, 2 critical
+    Check(CheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +58,9 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
+    if let Some(Command::Check(args)) = cli.command {
+        return run_check(args);
+    }
     let config = match Config::load(cli.config.as_deref(), &cli.settings) {
         Ok(config) => config,
         Err(e) => {
@@ -88,6 +102,20 @@ fn run(config: Config) -> anyhow::Result<()> {
         server.run(shutdown).await?;
         Ok(())
     })
+}
+
+fn run_check(args: CheckArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            println!("CRITICAL: cannot start: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    ExitCode::from(runtime.block_on(check::run(args)))
 }
 
 /// First SIGTERM/SIGINT: graceful shutdown. Second: exit at once.

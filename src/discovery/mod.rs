@@ -11,6 +11,7 @@
 
 pub mod backoff;
 pub mod consul;
+pub mod dns;
 pub mod static_source;
 
 use std::sync::Arc;
@@ -62,6 +63,17 @@ pub async fn run(
             tokio::spawn(consul::run(
                 consul_config.clone(),
                 config.service.clone(),
+                tx,
+                refresh,
+                metrics.clone(),
+                stop.clone(),
+            )),
+        ),
+        Discovery::Dns(dns_config) => (
+            dns::describe(dns_config),
+            None,
+            tokio::spawn(dns::run(
+                dns_config.clone(),
                 tx,
                 refresh,
                 metrics.clone(),

@@ -287,6 +287,31 @@ pub struct Settings {
     #[serde(default, with = "humantime_serde")]
     pub shutdown_grace: Option<Duration>,
 
+    /// Most clients held waiting for a primary; beyond it new clients get an ERR packet at once [default: 10000]
+    #[arg(long, env = "CONSUL_MYSQL_PROXY_MAX_HELD", value_name = "N")]
+    pub max_held: Option<usize>,
+
+    /// Fencing: adopt a primary only after `SELECT @@global.read_only` says it is writable, and re-check it every verify_interval [default: false]
+    #[arg(long, env = "CONSUL_MYSQL_PROXY_VERIFY_WRITABLE", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub verify_writable: Option<bool>,
+
+    /// How often the current primary is re-checked with verify_writable [default: 1s]
+    #[arg(long, env = "CONSUL_MYSQL_PROXY_VERIFY_INTERVAL", value_parser = parse_duration, value_name = "DURATION")]
+    #[serde(default, with = "humantime_serde")]
+    pub verify_interval: Option<Duration>,
+
+    /// MySQL user for verify_writable (needs no privileges; password from $CONSUL_MYSQL_PROXY_MONITOR_PASSWORD or monitor_password_file, never a flag)
+    #[arg(long, env = "CONSUL_MYSQL_PROXY_MONITOR_USER", value_name = "USER")]
+    pub monitor_user: Option<String>,
+
+    /// File holding the monitor user's password
+    #[arg(
+        long,
+        env = "CONSUL_MYSQL_PROXY_MONITOR_PASSWORD_FILE",
+        value_name = "FILE"
+    )]
+    pub monitor_password_file: Option<PathBuf>,
+
     /// What happens to connections bound to a replaced primary: close, drain or keep [default: close]
     #[arg(long, env = "CONSUL_MYSQL_PROXY_ON_FAILOVER", value_enum)]
     pub on_failover: Option<OnFailover>,
@@ -362,6 +387,11 @@ impl Settings {
                 backend_user_timeout,
                 max_connections,
                 shutdown_grace,
+                max_held,
+                verify_writable,
+                verify_interval,
+                monitor_user,
+                monitor_password_file,
                 on_failover,
                 drain_grace,
                 relay,
@@ -406,6 +436,9 @@ pub struct Config {
     pub backend_user_timeout: Option<Duration>,
     pub max_connections: usize,
     pub shutdown_grace: Duration,
+    pub max_held: usize,
+    /// `Some` when fencing (`verify_writable`) is on.
+    pub fence: Option<FenceConfig>,
     pub on_failover: OnFailover,
     pub drain_grace: Duration,
     pub relay: RelayKind,
@@ -457,6 +490,17 @@ pub struct ConsulConfig {
     pub consistency: Consistency,
     pub default_port: u16,
 }
+
+/// Fencing: how the proxy checks that a primary is writable before and while using it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FenceConfig {
+    pub user: String,
+    pub password: Secret,
+    pub interval: Duration,
+}
+
+/// Environment variable holding the monitor user's password (never a flag: argv is public).
+pub const MONITOR_PASSWORD_ENV: &str = "CONSUL_MYSQL_PROXY_MONITOR_PASSWORD";
 
 /// Longest `wait` Consul honours for a blocking query.
 pub const MAX_CONSUL_WAIT: Duration = Duration::from_secs(600);
@@ -567,6 +611,44 @@ fn resolve_discovery(s: &Settings) -> Result<Discovery, ConfigError> {
     }))
 }
 
+/// Validates the fencing settings; the password comes from the env var or the file.
+fn resolve_fence(
+    s: &Settings,
+    env_password: Option<Secret>,
+) -> Result<Option<FenceConfig>, ConfigError> {
+    if !s.verify_writable.unwrap_or(false) {
+        return Ok(None);
+    }
+    let user = s.monitor_user.clone().unwrap_or_default();
+    if user.is_empty() {
+        return Err(invalid(
+            "monitor_user",
+            "verify_writable needs a MySQL user to run `SELECT @@global.read_only` as",
+        ));
+    }
+    let password = match (&s.monitor_password_file, env_password) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                invalid(
+                    "monitor_password_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            Secret(text.trim_end_matches(['\r', '\n']).to_owned())
+        }
+        (None, Some(password)) => password,
+        (None, None) => Secret(String::new()),
+    };
+    Ok(Some(FenceConfig {
+        user,
+        password,
+        interval: nonzero(
+            "verify_interval",
+            s.verify_interval.unwrap_or(Duration::from_secs(1)),
+        )?,
+    }))
+}
+
 /// Validates the DNS source settings.
 fn resolve_dns(s: &Settings, default_port: u16) -> Result<DnsConfig, ConfigError> {
     let name = s.dns_name.clone().unwrap_or_default();
@@ -596,8 +678,14 @@ fn resolve_dns(s: &Settings, default_port: u16) -> Result<DnsConfig, ConfigError
             DnsRecord::A
         },
     );
-    let interval = nonzero("dns_interval", s.dns_interval.unwrap_or(Duration::from_secs(1)))?;
-    let timeout = nonzero("dns_timeout", s.dns_timeout.unwrap_or(Duration::from_secs(1)))?;
+    let interval = nonzero(
+        "dns_interval",
+        s.dns_interval.unwrap_or(Duration::from_secs(1)),
+    )?;
+    let timeout = nonzero(
+        "dns_timeout",
+        s.dns_timeout.unwrap_or(Duration::from_secs(1)),
+    )?;
     Ok(DnsConfig {
         name: format!("{name}."),
         server: s.dns_server,
@@ -672,11 +760,23 @@ impl Config {
         };
         let ecosystem =
             Settings::from_consul_env(|name| std::env::var(name).ok().filter(|v| !v.is_empty()));
-        Config::resolve(ecosystem.overlay(file).overlay(cli.clone()))
+        let monitor_password = std::env::var(MONITOR_PASSWORD_ENV).ok().map(Secret);
+        Config::resolve_with(
+            ecosystem.overlay(file).overlay(cli.clone()),
+            monitor_password,
+        )
     }
 
-    /// Applies defaults to `s` and validates every field.
+    /// Applies defaults to `s` and validates every field (no monitor password).
     pub fn resolve(s: Settings) -> Result<Config, ConfigError> {
+        Config::resolve_with(s, None)
+    }
+
+    /// Like [`Config::resolve`], with the monitor password from the environment.
+    pub fn resolve_with(
+        s: Settings,
+        monitor_password: Option<Secret>,
+    ) -> Result<Config, ConfigError> {
         let service = s.service.clone().unwrap_or_else(|| "mysql".to_owned());
         if service.trim().is_empty() || service.contains('/') {
             return Err(invalid(
@@ -685,6 +785,7 @@ impl Config {
             ));
         }
         let discovery = resolve_discovery(&s)?;
+        let fence = resolve_fence(&s, monitor_password)?;
         let max_connections = s.max_connections.unwrap_or(4096);
         if max_connections == 0 {
             return Err(invalid("max_connections", "must be at least 1"));
@@ -720,6 +821,8 @@ impl Config {
             ),
             max_connections,
             shutdown_grace: s.shutdown_grace.unwrap_or(Duration::from_secs(30)),
+            max_held: s.max_held.unwrap_or(10_000),
+            fence,
             on_failover: s.on_failover.unwrap_or_default(),
             drain_grace: s.drain_grace.unwrap_or(Duration::from_secs(5)),
             relay: s.relay.unwrap_or_default(),

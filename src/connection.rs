@@ -74,6 +74,8 @@ async fn serve_inner(mut client: TcpStream, mut ctx: ConnContext) {
             return;
         }
     };
+    // Counted for the failover timeline (how many connections a failover closes).
+    let _bound = bound.stats.bind();
     let backend_name = bound.backend.as_ref().map(ToString::to_string);
     debug!(
         backend = backend_name.as_deref(),
@@ -144,7 +146,9 @@ async fn bind_backend(
     loop {
         let snapshot = ctx.primary.borrow_and_update().clone();
         let Some(backend) = snapshot.backend.clone() else {
-            held.get_or_insert_with(|| hold(&ctx.metrics));
+            if held.is_none() {
+                held = Some(hold(&ctx.metrics, config)?);
+            }
             wait_for_change(ctx, deadline, None).await?;
             if tokio::time::Instant::now() >= deadline {
                 return Err(no_primary(config, ctx, last_failure));
@@ -158,7 +162,9 @@ async fn bind_backend(
                 ctx.refresh.notify_one();
                 debug!(backend = %backend, %error, "backend connect failed; client held");
                 last_failure = Some((backend, error));
-                held.get_or_insert_with(|| hold(&ctx.metrics));
+                if held.is_none() {
+                    held = Some(hold(&ctx.metrics, config)?);
+                }
                 // Retry when the primary changes, or after a short, growing delay.
                 wait_for_change(ctx, deadline, Some(retry_delay)).await?;
                 retry_delay = (retry_delay * 2).min(Duration::from_secs(1));
@@ -216,9 +222,21 @@ fn no_primary(
     }
 }
 
-fn hold(metrics: &Arc<Metrics>) -> GaugeGuard {
-    metrics.connections_held.inc();
-    GaugeGuard(metrics.clone(), |m| m.connections_held.dec())
+/// Counts the client as held, or refuses it when `max_held` clients are held already.
+fn hold(metrics: &Arc<Metrics>, config: &Config) -> Result<GaugeGuard, Refusal> {
+    // `inc` returns the previous value: the check and the increment are one atomic step.
+    let before = metrics.connections_held.inc();
+    let guard = GaugeGuard(metrics.clone(), |m| m.connections_held.dec());
+    if usize::try_from(before).unwrap_or(0) >= config.max_held {
+        return Err(Refusal {
+            reason: ErrReason::TooManyHeld,
+            message: format!(
+                "consul-mysql-proxy: too many clients waiting for a primary of service \"{}\" (max_held = {})",
+                config.service, config.max_held
+            ),
+        });
+    }
+    Ok(guard)
 }
 
 /// Runs its closure on drop: keeps gauges right on every exit path.

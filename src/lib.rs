@@ -8,11 +8,13 @@
 //! How a connection flows through the modules:
 //!
 //! - [`config`]: flags, env vars and the TOML file, layered into one validated [`config::Config`].
-//! - [`discovery`]: a source (static; Consul and DNS follow) observes candidates;
+//! - [`discovery`]: a source (static, Consul health/catalog/KV, DNS) observes candidates;
 //!   [`selection`] turns candidates into one primary (sticky, split-brain aware);
 //! - [`primary`]: the published "current primary" — a `watch` value with an epoch and a
 //!   per-primary `leave` token;
-//! - [`failover`]: on a change, decides when connections of the old primary are closed;
+//! - [`fence`]: with `verify_writable`, a read-only server is never adopted as the primary;
+//! - [`failover`]: on a change, decides when connections of the old primary are closed, and logs
+//!   the failover timeline;
 //! - [`listener`]: accept loop with the connection cap; [`connection`]: hold, connect, greeting
 //!   check, relay; [`relay`]: the byte pumps; [`mysql_packet`]: the ERR packet;
 //! - [`server`]: wires it all together, runs the workers and the ordered shutdown;
@@ -24,6 +26,7 @@ pub mod config;
 pub mod connection;
 pub mod discovery;
 pub mod failover;
+pub mod fence;
 pub mod limits;
 pub mod listener;
 pub mod metrics;

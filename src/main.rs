@@ -53,6 +53,10 @@ fn main() -> ExitCode {
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
+        // A flag error in `check` is a check result: Consul shows stdout and treats 2 as critical.
+        Err(e) if std::env::args().nth(1).as_deref() == Some("check") => {
+            return ExitCode::from(check::report_bad_flags(&e));
+        }
         Err(e) => {
             let _ = e.print();
             return ExitCode::from(EX_USAGE);
@@ -115,7 +119,10 @@ fn run_check(args: CheckArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    ExitCode::from(runtime.block_on(check::run(args)))
+    let code = runtime.block_on(check::run(args));
+    // The verdict is known: do not wait for a stuck blocking task (e.g. a hanging DNS lookup).
+    runtime.shutdown_background();
+    ExitCode::from(code)
 }
 
 /// First SIGTERM/SIGINT: graceful shutdown. Second: exit at once.

@@ -9,6 +9,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
@@ -39,7 +40,7 @@ pub struct ResultLabel {
 }
 
 /// Every metric the proxy keeps.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     pub connections_accepted: Counter,
     pub connections_active: Gauge,
@@ -52,6 +53,29 @@ pub struct Metrics {
     pub discovery_requests: Family<ResultLabel, Counter>,
     pub discovery_last_success: Gauge<f64, AtomicU64>,
     pub consul_index: Gauge,
+    /// Seconds without a primary per failover (0 for a direct A → B switch).
+    pub failover_gap: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics {
+            connections_accepted: Counter::default(),
+            connections_active: Gauge::default(),
+            connections_held: Gauge::default(),
+            bytes: Family::default(),
+            backend_connect_errors: Counter::default(),
+            err_packets: Family::default(),
+            failovers: Counter::default(),
+            connections_closed_by_failover: Counter::default(),
+            discovery_requests: Family::default(),
+            discovery_last_success: Gauge::default(),
+            consul_index: Gauge::default(),
+            failover_gap: Histogram::new([
+                0.0, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+            ]),
+        }
+    }
 }
 
 impl Metrics {
@@ -143,6 +167,11 @@ impl Metrics {
             "discovery_last_success_timestamp_seconds",
             "Unix time of the last usable discovery answer",
             self.discovery_last_success.clone(),
+        );
+        r.register(
+            "failover_gap_seconds",
+            "Time without a primary per failover (0 for a direct switch)",
+            self.failover_gap.clone(),
         );
         r.register(
             "consul_index",

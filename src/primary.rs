@@ -11,10 +11,12 @@
 //! Publishing the same backend again is not a change: no new epoch, no failover.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// One MySQL server the proxy can route to.
@@ -57,6 +59,58 @@ pub struct Primary {
     pub since: SystemTime,
     /// Cancelled when connections bound to this primary must leave it.
     pub leave: CancellationToken,
+    /// Connections bound to this primary and when the first one was routed (failover timeline).
+    pub stats: Arc<EpochStats>,
+}
+
+/// What the connections of one primary epoch report back, for the failover timeline.
+#[derive(Debug, Default)]
+pub struct EpochStats {
+    bound: AtomicUsize,
+    first_routed: OnceLock<Instant>,
+    routed: Notify,
+}
+
+impl EpochStats {
+    /// A connection was routed to this epoch's primary; dropping the guard unbinds it.
+    pub fn bind(self: &Arc<Self>) -> BoundGuard {
+        self.bound.fetch_add(1, Ordering::Relaxed);
+        if self.first_routed.set(Instant::now()).is_ok() {
+            self.routed.notify_waiters();
+        }
+        BoundGuard(self.clone())
+    }
+
+    /// Connections currently bound.
+    pub fn bound(&self) -> usize {
+        self.bound.load(Ordering::Relaxed)
+    }
+
+    /// When the first connection was routed, if one was.
+    pub fn first_routed(&self) -> Option<Instant> {
+        self.first_routed.get().copied()
+    }
+
+    /// Waits until a first connection is routed.
+    pub async fn wait_first_routed(&self) -> Instant {
+        loop {
+            let notified = self.routed.notified();
+            if let Some(at) = self.first_routed() {
+                return at;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Keeps a connection counted in [`EpochStats::bound`] while it lives.
+#[derive(Debug)]
+pub struct BoundGuard(Arc<EpochStats>);
+
+impl Drop for BoundGuard {
+    fn drop(&mut self) {
+        self.0.bound.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Read side: cheap to clone, one per worker or connection.
@@ -78,6 +132,12 @@ pub struct Change {
     pub epoch: u64,
     /// The token of the old primary's connections; the failover policy decides when to cancel it.
     pub old_leave: CancellationToken,
+    /// The old primary's connection stats (how many to close).
+    pub old_stats: Arc<EpochStats>,
+    /// The new primary's stats (when the first client reaches it).
+    pub new_stats: Arc<EpochStats>,
+    /// When the change was published.
+    pub at: Instant,
 }
 
 impl PrimaryPublisher {
@@ -89,6 +149,7 @@ impl PrimaryPublisher {
             reason: reason.into(),
             since: SystemTime::now(),
             leave: root.child_token(),
+            stats: Arc::default(),
         };
         let (tx, rx) = watch::channel(initial);
         (PrimaryPublisher { tx, root }, rx)
@@ -111,13 +172,18 @@ impl PrimaryPublisher {
                 reason: reason.into(),
                 since: SystemTime::now(),
                 leave: self.root.child_token(),
+                stats: Arc::default(),
             };
+            let new_stats = next.stats.clone();
             let old = std::mem::replace(current, next);
             change = Some(Change {
                 old: old.backend,
                 new: backend.clone(),
                 epoch: current.epoch,
                 old_leave: old.leave,
+                old_stats: old.stats,
+                new_stats,
+                at: Instant::now(),
             });
             true
         });

@@ -197,7 +197,7 @@ async fn kv_mode_leader_key_with_session_and_orchestrator_value() {
     // The leader releases the lock: no primary; a new client is held, then refused with why.
     let mark = proxy.log.len();
     assert!(consul.kv_release(key, &session_a).await);
-    proxy.wait_for_log_from(mark, "new=\"none\"", T).await;
+    proxy.wait_for_log_from(mark, "primary lost", T).await;
     let msg = refused_message(&proxy).await;
     assert!(msg.contains("not held by a session"), "{msg}");
 

@@ -1,7 +1,7 @@
 //! Discovery: where the primary comes from, and the loop that turns what a source observes into
 //! the published [`Primary`](crate::primary::Primary).
 //!
-//! A source (static, Consul health/catalog/KV, and later DNS) runs as its own task and sends
+//! A source (static, Consul health/catalog/KV, DNS) runs as its own task and sends
 //! [`Observation`]s over a channel. [`run`] receives them, runs the shared
 //! [`selection`](crate::selection) step against the current primary, publishes the result, and
 //! hands every change to the [`failover`](crate::failover) policy. A source that cannot reach its
@@ -20,13 +20,14 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::{Config, Discovery};
 use crate::failover;
+use crate::fence::{self, Verdict};
 use crate::metrics::Metrics;
-use crate::primary::PrimaryPublisher;
-use crate::selection::{Candidate, select};
+use crate::primary::{Backend, PrimaryPublisher};
+use crate::selection::{Candidate, Selection, select};
 
 /// What a source saw in one look.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,29 +82,40 @@ pub async fn run(
             )),
         ),
     };
-    info!(source = %describe, "discovery started");
+    info!(source = %describe, verify_writable = config.fence.is_some(), "discovery started");
+    let verify_every = config
+        .fence
+        .as_ref()
+        .map_or(Duration::from_secs(3600), |f| f.interval);
+    let mut verify_tick = tokio::time::interval(verify_every);
+    verify_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut state = State {
         config: &config,
         publisher: &publisher,
         metrics: &metrics,
+        tracker: failover::Tracker::default(),
+        desired: None,
+        desired_reason: String::new(),
         last_reason: String::new(),
         last_success: Instant::now(),
         unavailable_since: None,
+        last_error: String::new(),
     };
     loop {
         let stale_deadline = stale_after.map(|after| state.last_success + after);
-        let observation = tokio::select! {
-            o = rx.recv() => o,
+        tokio::select! {
+            observation = rx.recv() => match observation {
+                Some(observation) => state.apply(observation, &describe).await,
+                None => break,
+            },
             () = sleep_until_opt(stale_deadline), if state.primary_known() => {
                 state.give_up_stale(stale_after.unwrap_or_default());
-                continue;
             }
-            () = stop.cancelled() => None,
-        };
-        let Some(observation) = observation else {
-            break;
-        };
-        state.apply(observation, &describe);
+            _ = verify_tick.tick(), if config.fence.is_some() && state.desired.is_some() => {
+                state.reconcile().await;
+            }
+            () = stop.cancelled() => break,
+        }
     }
     source_task.abort();
 }
@@ -115,15 +127,24 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
+/// Longest a fencing check may take.
+const VERIFY_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The discovery loop's memory between observations.
 struct State<'a> {
     config: &'a Config,
     publisher: &'a PrimaryPublisher,
-    metrics: &'a Metrics,
-    /// Last selection reason logged, so an unchanged situation is not logged on every poll.
+    metrics: &'a Arc<Metrics>,
+    tracker: failover::Tracker,
+    /// The primary the source and selection want, before fencing.
+    desired: Option<Backend>,
+    desired_reason: String,
+    /// Last published reason logged, so an unchanged situation is not logged on every poll.
     last_reason: String,
     last_success: Instant,
     unavailable_since: Option<Instant>,
+    /// Last discovery error logged at warn.
+    last_error: String,
 }
 
 impl State<'_> {
@@ -131,7 +152,7 @@ impl State<'_> {
         self.publisher.current().backend.is_some()
     }
 
-    fn apply(&mut self, observation: Observation, describe: &str) {
+    async fn apply(&mut self, observation: Observation, describe: &str) {
         let selection = match observation {
             Observation::Candidates(candidates) => {
                 let current = self.publisher.current().backend;
@@ -142,38 +163,79 @@ impl State<'_> {
                     describe,
                 )
             }
-            Observation::NoPrimary(reason) => crate::selection::Selection {
+            Observation::NoPrimary(reason) => Selection {
                 backend: None,
                 reason: format!("{describe}: {reason}"),
             },
             Observation::Unavailable(error) => {
                 let since = *self.unavailable_since.get_or_insert_with(Instant::now);
                 let current = self.publisher.current().backend;
-                warn!(
-                    side = "discovery",
-                    %error,
-                    unavailable_for_s = since.elapsed().as_secs(),
-                    keeping = current.as_ref().map(ToString::to_string).as_deref().unwrap_or("none"),
-                    "discovery unavailable; keeping the last known primary"
-                );
+                let keeping = current.as_ref().map(ToString::to_string);
+                let keeping = keeping.as_deref().unwrap_or("none");
+                let unavailable_for_s = since.elapsed().as_secs();
+                // The same error on every retry is logged once (then at debug) until it changes.
+                if error != self.last_error {
+                    warn!(side = "discovery", %error, unavailable_for_s, keeping, "discovery unavailable; keeping the last known primary");
+                    self.last_error = error;
+                } else {
+                    debug!(side = "discovery", %error, unavailable_for_s, keeping, "discovery still unavailable");
+                }
                 self.last_reason.clear();
                 return;
             }
         };
+        self.last_error.clear();
         if let Some(since) = self.unavailable_since.take() {
             info!(source = %describe, after_s = since.elapsed().as_secs_f64(), "discovery recovered");
         }
         self.last_success = Instant::now();
-        if selection.reason != self.last_reason {
-            if selection.backend.is_none() {
-                warn!(side = "discovery", reason = %selection.reason, "no primary");
-            } else {
-                info!(reason = %selection.reason, "discovery answer");
+        self.desired = selection.backend;
+        self.desired_reason = selection.reason;
+        self.reconcile().await;
+    }
+
+    /// Publishes the desired primary, after fencing when `verify_writable` is on.
+    async fn reconcile(&mut self) {
+        let (backend, reason) = match (&self.config.fence, &self.desired) {
+            (Some(fence_config), Some(wanted)) => {
+                match fence::check(wanted, fence_config, VERIFY_TIMEOUT).await {
+                    Verdict::Writable => (Some(wanted.clone()), self.desired_reason.clone()),
+                    Verdict::ReadOnly(why) => (
+                        None,
+                        format!(
+                            "{wanted} is read-only ({why}): refused as primary (verify_writable); {}",
+                            self.desired_reason
+                        ),
+                    ),
+                    Verdict::Unknown(error) => {
+                        if self.publisher.current().backend.as_ref() == Some(wanted) {
+                            // Already verified; a failed re-check alone does not drop it.
+                            (Some(wanted.clone()), self.desired_reason.clone())
+                        } else {
+                            (
+                                None,
+                                format!("cannot verify that {wanted} is writable: {error}"),
+                            )
+                        }
+                    }
+                }
             }
-            self.last_reason = selection.reason.clone();
+            _ => (self.desired.clone(), self.desired_reason.clone()),
+        };
+        self.publish(backend, reason);
+    }
+
+    fn publish(&mut self, backend: Option<Backend>, reason: String) {
+        if reason != self.last_reason {
+            if backend.is_none() {
+                warn!(side = "discovery", %reason, "no primary");
+            } else {
+                info!(%reason, "discovery answer");
+            }
+            self.last_reason = reason.clone();
         }
-        if let Some(change) = self.publisher.publish(selection.backend, &selection.reason) {
-            failover::on_change(change, self.config, self.metrics);
+        if let Some(change) = self.publisher.publish(backend, &reason) {
+            self.tracker.on_change(change, self.config, self.metrics);
         }
     }
 
@@ -182,10 +244,7 @@ impl State<'_> {
             "no usable answer from discovery for {} (consul_stale_after)",
             humantime::format_duration(after)
         );
-        warn!(side = "discovery", %reason, "dropping the last known primary");
-        self.last_reason = reason.clone();
-        if let Some(change) = self.publisher.publish(None, &reason) {
-            failover::on_change(change, self.config, self.metrics);
-        }
+        self.desired = None;
+        self.publish(None, reason);
     }
 }

@@ -6,3 +6,4 @@ pub mod backends;
 pub mod consul;
 pub mod mariadb;
 pub mod proxy;
+pub mod workload;

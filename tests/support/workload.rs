@@ -1,0 +1,204 @@
+//! A write workload through the proxy: N writers, each inserting `(writer, seq)` rows into
+//! `app.writes` on its own connection, reconnecting after errors. Every acknowledged insert is
+//! recorded with its time, so a test can check where the rows landed and measure the outage.
+//! Bounded: each writer stops at `stop()`, after `MAX_RUN`, or after `MAX_ROWS` inserts.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::*;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::mariadb::app_opts;
+
+const MAX_RUN: Duration = Duration::from_secs(90);
+const MAX_ROWS: u64 = 200_000;
+
+/// SQL creating the table the writers use (run it on the primary before starting).
+pub const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS app.writes (writer INT NOT NULL, seq BIGINT NOT NULL, PRIMARY KEY (writer, seq))";
+
+/// How a client error looked to the application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The connection broke (closed by the proxy on failover, or the server died).
+    ConnectionLost,
+    /// The server said it is read-only (1290) — a demoted primary.
+    ReadOnly,
+    /// The proxy refused the client with its ERR packet (1105 / 1040).
+    ProxyRefused,
+    /// A retried insert was already there (1062): the first attempt committed but its
+    /// acknowledgement was lost with the connection — the classic ambiguous commit.
+    AlreadyApplied,
+    /// Anything else.
+    Other,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientError {
+    pub at: Instant,
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+/// What the writers saw.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// (writer, seq, acknowledged at)
+    pub acked: Vec<(u32, u64, Instant)>,
+    pub errors: Vec<ClientError>,
+}
+
+impl Report {
+    pub fn count(&self, kind: ErrorKind) -> usize {
+        self.errors.iter().filter(|e| e.kind == kind).count()
+    }
+
+    /// The longest time without any acknowledged insert after `from` (the write outage).
+    pub fn longest_gap_after(&self, from: Instant) -> Duration {
+        let mut times: Vec<Instant> = self
+            .acked
+            .iter()
+            .map(|a| a.2)
+            .filter(|t| *t >= from)
+            .collect();
+        times.sort();
+        let mut prev = from;
+        let mut longest = Duration::ZERO;
+        for t in times {
+            longest = longest.max(t - prev);
+            prev = t;
+        }
+        longest
+    }
+
+    pub fn acked_after(&self, t: Instant) -> usize {
+        self.acked.iter().filter(|a| a.2 > t).count()
+    }
+
+    pub fn summary(&self) -> String {
+        format!(
+            "{} acked, errors: {} connection lost, {} read-only, {} proxy refused, {} ambiguous commits, {} other",
+            self.acked.len(),
+            self.count(ErrorKind::ConnectionLost),
+            self.count(ErrorKind::ReadOnly),
+            self.count(ErrorKind::ProxyRefused),
+            self.count(ErrorKind::AlreadyApplied),
+            self.count(ErrorKind::Other)
+        )
+    }
+}
+
+/// Running writers.
+pub struct Writers {
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<Report>>,
+}
+
+impl Writers {
+    /// Starts `n` writers against `addr` (the proxy).
+    pub fn start(addr: SocketAddr, n: u32) -> Writers {
+        let stop = CancellationToken::new();
+        let tasks = (0..n)
+            .map(|writer| tokio::spawn(write_loop(addr, writer, stop.clone())))
+            .collect();
+        Writers { stop, tasks }
+    }
+
+    /// Stops the writers and merges what they saw.
+    pub async fn stop(self) -> Report {
+        self.stop.cancel();
+        let mut report = Report::default();
+        for task in self.tasks {
+            let r = task.await.expect("writer task");
+            report.acked.extend(r.acked);
+            report.errors.extend(r.errors);
+        }
+        report
+    }
+}
+
+fn classify(e: &mysql_async::Error) -> ErrorKind {
+    match e {
+        mysql_async::Error::Server(s) if s.code == 1290 => ErrorKind::ReadOnly,
+        mysql_async::Error::Server(s) if s.code == 1062 => ErrorKind::AlreadyApplied,
+        mysql_async::Error::Server(s)
+            if (s.code == 1105 || s.code == 1040) && s.message.contains("consul-mysql-proxy") =>
+        {
+            ErrorKind::ProxyRefused
+        }
+        mysql_async::Error::Io(_) | mysql_async::Error::Driver(_) => ErrorKind::ConnectionLost,
+        _ => ErrorKind::Other,
+    }
+}
+
+async fn write_loop(addr: SocketAddr, writer: u32, stop: CancellationToken) -> Report {
+    let mut report = Report::default();
+    let started = Instant::now();
+    let mut seq = 0u64;
+    let mut conn: Option<mysql_async::Conn> = None;
+    while !stop.is_cancelled() && started.elapsed() < MAX_RUN && seq < MAX_ROWS {
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => {
+                let opts = app_opts(addr).wait_timeout(Some(60));
+                let attempt = tokio::select! {
+                    c = mysql_async::Conn::new(opts) => c,
+                    () = stop.cancelled() => break,
+                };
+                match attempt {
+                    Ok(c) => conn.insert(c),
+                    Err(e) => {
+                        report.errors.push(ClientError {
+                            at: Instant::now(),
+                            kind: classify(&e),
+                            message: e.to_string(),
+                        });
+                        // An application's reconnect pause; bounded by the loop condition.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                }
+            }
+        };
+        let next = seq + 1;
+        let result = tokio::select! {
+            r = c.exec_drop("INSERT INTO app.writes (writer, seq) VALUES (?, ?)", (writer, next)) => r,
+            () = stop.cancelled() => break,
+        };
+        match result {
+            Ok(()) => {
+                seq = next;
+                report.acked.push((writer, seq, Instant::now()));
+            }
+            Err(e) => {
+                let kind = classify(&e);
+                report.errors.push(ClientError {
+                    at: Instant::now(),
+                    kind,
+                    message: e.to_string(),
+                });
+                // A duplicate means the previous attempt was applied but its ack was lost: move on.
+                if matches!(&e, mysql_async::Error::Server(s) if s.code == 1062) {
+                    seq = next;
+                }
+                conn = None;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    report
+}
+
+/// All `(writer, seq)` rows in `app.writes` on a server (queried directly, not via the proxy).
+pub async fn rows_on(addr: SocketAddr) -> std::collections::HashSet<(u32, u64)> {
+    let mut conn = mysql_async::Conn::new(app_opts(addr))
+        .await
+        .expect("connect to read rows");
+    let rows: Vec<(u32, u64)> = conn
+        .query("SELECT writer, seq FROM app.writes")
+        .await
+        .expect("read rows");
+    let _ = conn.disconnect().await;
+    rows.into_iter().collect()
+}

@@ -1,13 +1,14 @@
 # consul-mysql-proxy sidecar image: release build, small runtime, non-root.
-# No Docker engine runs on our CI machines: every build step below is also run on the host by
-# scripts/check-dockerfile.sh (same cargo command, same binary), see README "Container image".
+# No Docker engine runs on our CI machines: scripts/check-dockerfile.sh runs the build stage's
+# cargo command, the strip and the runtime checks on the host (see README "Container image").
 
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY consul-double/Cargo.toml consul-double/Cargo.toml
-COPY src src
 COPY consul-double/src consul-double/src
+COPY src src
+COPY config.example.toml config.example.toml
 RUN cargo build --release --locked -p consul-mysql-proxy --bin consul-mysql-proxy \
  && strip target/release/consul-mysql-proxy
 
@@ -19,5 +20,9 @@ RUN apt-get update \
 COPY --from=build /src/target/release/consul-mysql-proxy /usr/local/bin/consul-mysql-proxy
 USER 10001:10001
 EXPOSE 3306
-ENV CONSUL_MYSQL_PROXY_LISTEN=0.0.0.0:3306
+# The admin endpoint stays on loopback; the HEALTHCHECK asks it from inside the container.
+ENV CONSUL_MYSQL_PROXY_LISTEN=0.0.0.0:3306 \
+    CONSUL_MYSQL_PROXY_ADMIN=127.0.0.1:9306
+HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 \
+  CMD ["/usr/local/bin/consul-mysql-proxy", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/consul-mysql-proxy"]

@@ -146,6 +146,10 @@ pub struct Settings {
     #[arg(long, env = "CONSUL_MYSQL_PROXY_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
 
+    /// Admin HTTP endpoint (/healthz, /readyz, /status, /metrics); `off` disables it [default: 127.0.0.1:9306]
+    #[arg(long, env = "CONSUL_MYSQL_PROXY_ADMIN", value_name = "ADDR|off")]
+    pub admin: Option<String>,
+
     /// Discovery source of the primary [default: static when `backend` is set]
     #[arg(long, env = "CONSUL_MYSQL_PROXY_DISCOVERY", value_enum)]
     pub discovery: Option<DiscoveryKind>,
@@ -359,6 +363,7 @@ impl Settings {
             top,
             [
                 listen,
+                admin,
                 discovery,
                 backend,
                 service,
@@ -424,6 +429,8 @@ impl Settings {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// `None` = admin endpoint off.
+    pub admin: Option<SocketAddr>,
     pub discovery: Discovery,
     pub service: String,
     pub on_multiple: OnMultiple,
@@ -609,6 +616,76 @@ fn resolve_discovery(s: &Settings) -> Result<Discovery, ConfigError> {
         consistency: s.consistency.unwrap_or_default(),
         default_port,
     }))
+}
+
+/// `off` (or empty) disables the admin endpoint; anything else must be ip:port.
+fn resolve_admin(admin: Option<&str>) -> Result<Option<SocketAddr>, ConfigError> {
+    match admin.map(str::trim) {
+        None => Ok(Some(SocketAddr::from(([127, 0, 0, 1], 9306)))),
+        Some("" | "off" | "none" | "false") => Ok(None),
+        Some(text) => text.parse().map(Some).map_err(|_| {
+            invalid(
+                "admin",
+                format!("`{text}` is not ip:port (e.g. 127.0.0.1:9306) or `off`"),
+            )
+        }),
+    }
+}
+
+impl Config {
+    /// What `/status` shows of the configuration: everything that shapes behaviour, no secrets.
+    pub fn summary(&self) -> serde_json::Value {
+        use serde_json::json;
+        let secs = |d: Duration| d.as_secs_f64();
+        let discovery = match &self.discovery {
+            Discovery::Static { backend } => {
+                json!({"kind": "static", "backend": backend.to_string()})
+            }
+            Discovery::Consul(c) => {
+                let (kind, detail) = match &c.source {
+                    ConsulSource::Health { tags } => ("consul-health", json!({"tags": tags})),
+                    ConsulSource::Catalog { tags } => ("consul-catalog", json!({"tags": tags})),
+                    ConsulSource::Kv {
+                        key,
+                        require_session,
+                    } => (
+                        "consul-kv",
+                        json!({"kv_key": key, "kv_require_session": require_session}),
+                    ),
+                };
+                json!({
+                    "kind": kind, "source": detail, "consul": c.addresses,
+                    "token": if c.token.is_some() { "set" } else { "unset" },
+                    "ca_cert": c.ca_cert.as_ref().map(|p| p.display().to_string()),
+                    "wait_s": secs(c.wait), "stale_after_s": c.stale_after.map(secs),
+                    "dc": c.dc, "consistency": format!("{:?}", c.consistency).to_lowercase(),
+                })
+            }
+            Discovery::Dns(d) => json!({
+                "kind": "dns", "name": d.name, "server": d.server.map(|s| s.to_string()),
+                "record": format!("{:?}", d.record).to_lowercase(),
+                "interval_s": secs(d.interval), "timeout_s": secs(d.timeout),
+                "default_port": d.default_port,
+            }),
+        };
+        json!({
+            "listen": self.listen.to_string(),
+            "service": self.service,
+            "discovery": discovery,
+            "on_multiple": format!("{:?}", self.on_multiple).to_lowercase(),
+            "hold_timeout_s": secs(self.hold_timeout),
+            "connect_timeout_s": secs(self.connect_timeout),
+            "backend_greeting_timeout_s": secs(self.backend_greeting_timeout),
+            "max_connections": self.max_connections,
+            "max_held": self.max_held,
+            "on_failover": format!("{:?}", self.on_failover).to_lowercase(),
+            "drain_grace_s": secs(self.drain_grace),
+            "verify_writable": self.fence.is_some(),
+            "monitor_user": self.fence.as_ref().map(|f| f.user.clone()),
+            "relay": format!("{:?}", self.relay).to_lowercase(),
+            "workers": self.workers,
+        })
+    }
 }
 
 /// Validates the fencing settings; the password comes from the env var or the file.
@@ -800,6 +877,7 @@ impl Config {
         }
         Ok(Config {
             listen: s.listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 3306))),
+            admin: resolve_admin(s.admin.as_deref())?,
             discovery,
             service,
             on_multiple: s.on_multiple.unwrap_or_default(),

@@ -74,8 +74,16 @@ async fn serve_inner(mut client: TcpStream, mut ctx: ConnContext) {
             return;
         }
     };
-    // Counted for the failover timeline (how many connections a failover closes).
+    // Counted for the failover timeline (how many connections a failover closes) and per backend.
     let _bound = bound.stats.bind();
+    let backend_gauge = bound
+        .backend
+        .as_ref()
+        .map(|b| ctx.metrics.backend_gauge(b.addr));
+    if let Some(g) = &backend_gauge {
+        g.inc();
+    }
+    let _backend_count = DecOnDrop(backend_gauge);
     let backend_name = bound.backend.as_ref().map(ToString::to_string);
     debug!(
         backend = backend_name.as_deref(),
@@ -237,6 +245,17 @@ fn hold(metrics: &Arc<Metrics>, config: &Config) -> Result<GaugeGuard, Refusal> 
         });
     }
     Ok(guard)
+}
+
+/// Decrements a gauge on drop.
+struct DecOnDrop(Option<prometheus_client::metrics::gauge::Gauge>);
+
+impl Drop for DecOnDrop {
+    fn drop(&mut self) {
+        if let Some(g) = &self.0 {
+            g.dec();
+        }
+    }
 }
 
 /// Runs its closure on drop: keeps gauges right on every exit path.

@@ -79,6 +79,12 @@ impl Tracker {
         if change.old.is_some() {
             metrics.failovers.inc();
         }
+        metrics.set_primary(
+            change
+                .new
+                .as_ref()
+                .map(|b| (b.addr.to_string(), b.name.to_string())),
+        );
         let Some(new) = change.new.as_ref().map(ToString::to_string) else {
             // A → none: clients are held from now on; the timeline completes when B arrives.
             warn!(

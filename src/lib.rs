@@ -18,15 +18,20 @@
 //! - [`listener`]: accept loop with the connection cap; [`connection`]: hold, connect, greeting
 //!   check, relay; [`relay`]: the byte pumps; [`mysql_packet`]: the ERR packet;
 //! - [`server`]: wires it all together, runs the workers and the ordered shutdown;
+//! - [`admin`]: `/healthz`, `/readyz`, `/status`, `/metrics` over HTTP; [`status`]: what discovery
+//!   last saw;
 //! - [`metrics`], [`telemetry`], [`limits`]: counters, logs, process limits;
-//! - [`check`]: `consul-mysql-proxy check`, the Consul script check for each MySQL node.
+//! - [`check`]: `consul-mysql-proxy check`, the Consul script check for each MySQL node;
+//!   [`healthcheck`]: `consul-mysql-proxy healthcheck`, the container HEALTHCHECK.
 
+pub mod admin;
 pub mod check;
 pub mod config;
 pub mod connection;
 pub mod discovery;
 pub mod failover;
 pub mod fence;
+pub mod healthcheck;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
@@ -35,4 +40,5 @@ pub mod primary;
 pub mod relay;
 pub mod selection;
 pub mod server;
+pub mod status;
 pub mod telemetry;

@@ -1,8 +1,9 @@
-//! The `consul-mysql-proxy` binary: parse, configure, run, drain, exit.
+//! The `consul-mysql-proxy` binary: parse, configure, run, reload, drain, exit.
 //!
 //! Exit codes: 0 after a clean shutdown, 64 (EX_USAGE) for bad flags or configuration, 1 when the
 //! proxy cannot start (e.g. the listen address is taken), 130 when a second SIGTERM/SIGINT cuts
-//! the graceful drain short.
+//! the graceful drain short. `check` exits with Consul's script-check codes (0/1/2) and
+//! `healthcheck` with 0 (ready) or 1 (not ready).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,9 +12,12 @@ use anyhow::Context;
 use clap::Parser;
 use consul_mysql_proxy::check::{self, CheckArgs};
 use consul_mysql_proxy::config::{Config, Settings};
+use consul_mysql_proxy::healthcheck::{self, HealthcheckArgs};
 use consul_mysql_proxy::server::Server;
+use consul_mysql_proxy::telemetry::LogHandle;
 use consul_mysql_proxy::{limits, telemetry};
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 const EX_USAGE: u8 = 64;
@@ -31,7 +35,7 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
 
-    /// TOML configuration file; flags and env vars override its fields
+    /// TOML configuration file; flags and env vars override its fields (re-read on SIGHUP)
     #[arg(long, env = "CONSUL_MYSQL_PROXY_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
 
@@ -42,7 +46,9 @@ struct Cli {
 #[derive(Debug, clap::Subcommand)]
 enum Command {
     /// Consul script check for one MySQL node: exit 0 passing, 1 warning, 2 critical
-    Check(CheckArgs),
+    Check(Box<CheckArgs>),
+    /// Container health check: exit 0 when the running proxy's /readyz says ready, else 1
+    Healthcheck(HealthcheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,8 +68,10 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    if let Some(Command::Check(args)) = cli.command {
-        return run_check(args);
+    match cli.command {
+        Some(Command::Check(args)) => return run_check(*args),
+        Some(Command::Healthcheck(args)) => return ExitCode::from(healthcheck::run(&args)),
+        None => {}
     }
     let config = match Config::load(cli.config.as_deref(), &cli.settings) {
         Ok(config) => config,
@@ -81,8 +89,8 @@ fn main() -> ExitCode {
         }
         Err(e) => eprintln!("consul-mysql-proxy: warning: cannot raise the open-files limit: {e}"),
     }
-    let _log = telemetry::init(config.log_format, &config.log_level);
-    match run(config) {
+    let log = telemetry::init(config.log_format, &config.log_level);
+    match run(config, cli, log) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -92,7 +100,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: Config) -> anyhow::Result<()> {
+fn run(config: Config, cli: Cli, log: LogHandle) -> anyhow::Result<()> {
     // Single-threaded by default: a sidecar leaves the cores to the application. More workers
     // get their own threads inside the server.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -102,27 +110,12 @@ fn run(config: Config) -> anyhow::Result<()> {
     runtime.block_on(async {
         let server = Server::bind(config)?;
         let shutdown = CancellationToken::new();
+        let (reload_tx, reload_rx) = mpsc::channel(1);
         spawn_signal_handler(shutdown.clone())?;
-        server.run(shutdown).await?;
+        spawn_reload_handler(cli, log, reload_tx)?;
+        server.run(shutdown, reload_rx).await?;
         Ok(())
     })
-}
-
-fn run_check(args: CheckArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            println!("CRITICAL: cannot start: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let code = runtime.block_on(check::run(args));
-    // The verdict is known: do not wait for a stuck blocking task (e.g. a hanging DNS lookup).
-    runtime.shutdown_background();
-    ExitCode::from(code)
 }
 
 /// First SIGTERM/SIGINT: graceful shutdown. Second: exit at once.
@@ -147,4 +140,50 @@ fn spawn_signal_handler(shutdown: CancellationToken) -> anyhow::Result<()> {
         }
     });
     Ok(())
+}
+
+/// SIGHUP: re-read the config file (with the same flags and env on top). An invalid file is
+/// rejected with the reason and the running configuration stays.
+fn spawn_reload_handler(
+    cli: Cli,
+    log: LogHandle,
+    reloads: mpsc::Sender<Config>,
+) -> anyhow::Result<()> {
+    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match Config::load(cli.config.as_deref(), &cli.settings) {
+                Ok(config) => {
+                    if let Err(e) = log.set_filter(&config.log_level) {
+                        tracing::warn!(error = %e, "reload: cannot change the log level");
+                    }
+                    if reloads.send(config).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "reload rejected: keeping the running configuration"
+                ),
+            }
+        }
+    });
+    Ok(())
+}
+
+fn run_check(args: CheckArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            println!("CRITICAL: cannot start: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = runtime.block_on(check::run(args));
+    // The verdict is known: do not wait for a stuck blocking task (e.g. a hanging DNS lookup).
+    runtime.shutdown_background();
+    ExitCode::from(code)
 }

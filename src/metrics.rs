@@ -39,6 +39,17 @@ pub struct ResultLabel {
     pub result: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabel {
+    pub backend: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PrimaryLabel {
+    pub address: String,
+    pub name: String,
+}
+
 /// Every metric the proxy keeps.
 #[derive(Debug)]
 pub struct Metrics {
@@ -55,6 +66,12 @@ pub struct Metrics {
     pub consul_index: Gauge,
     /// Seconds without a primary per failover (0 for a direct A → B switch).
     pub failover_gap: Histogram,
+    /// Relayed connections per backend address.
+    pub backend_connections: Family<BackendLabel, Gauge>,
+    /// 1 for the current primary (info-style metric); empty while there is none.
+    pub primary_info: Family<PrimaryLabel, Gauge>,
+    /// The same per-backend gauges, iterable for `/status` (a `Family` cannot be listed).
+    backends: std::sync::Mutex<std::collections::BTreeMap<std::net::SocketAddr, Gauge>>,
 }
 
 impl Default for Metrics {
@@ -74,6 +91,9 @@ impl Default for Metrics {
             failover_gap: Histogram::new([
                 0.0, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
             ]),
+            backend_connections: Family::default(),
+            primary_info: Family::default(),
+            backends: Default::default(),
         }
     }
 }
@@ -113,6 +133,38 @@ impl Metrics {
         self.discovery_last_success.set(unix_seconds);
         self.consul_index
             .set(i64::try_from(index).unwrap_or(i64::MAX));
+    }
+
+    /// The gauge of connections relayed to `backend`.
+    pub fn backend_gauge(&self, backend: std::net::SocketAddr) -> Gauge {
+        let gauge = self
+            .backend_connections
+            .get_or_create(&BackendLabel {
+                backend: backend.to_string(),
+            })
+            .clone();
+        if let Ok(mut map) = self.backends.lock() {
+            map.entry(backend).or_insert_with(|| gauge.clone());
+        }
+        gauge
+    }
+
+    /// Open relayed connections per backend (backends seen since start-up).
+    pub fn per_backend(&self) -> Vec<(std::net::SocketAddr, i64)> {
+        self.backends
+            .lock()
+            .map(|map| map.iter().map(|(a, g)| (*a, g.get())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Marks `primary` (address, name) as the current primary, or none.
+    pub fn set_primary(&self, primary: Option<(String, String)>) {
+        self.primary_info.clear();
+        if let Some((address, name)) = primary {
+            self.primary_info
+                .get_or_create(&PrimaryLabel { address, name })
+                .set(1);
+        }
     }
 
     /// A registry view of every metric, for the text exposition format.
@@ -172,6 +224,16 @@ impl Metrics {
             "failover_gap_seconds",
             "Time without a primary per failover (0 for a direct switch)",
             self.failover_gap.clone(),
+        );
+        r.register(
+            "backend_connections",
+            "Relayed connections open, by backend address",
+            self.backend_connections.clone(),
+        );
+        r.register(
+            "primary_info",
+            "The current primary (value 1), by address and name",
+            self.primary_info.clone(),
         );
         r.register(
             "consul_index",

@@ -1,9 +1,11 @@
-//! The running proxy: binds listeners, starts discovery and the workers, and shuts down in order.
+//! The running proxy: binds listeners, starts discovery, the workers and the admin endpoint,
+//! applies reloads, and shuts down in order.
 //!
 //! ```text
 //!   discovery task ──publish──▶ watch<Primary> ──read──▶ worker 0..N accept loops ──▶ connections
 //!          ▲                                                                 │
 //!          └──────────────── refresh (Notify) ◀── failed connects ───────────┘
+//!   reload (SIGHUP) ──▶ watch<Arc<Config>> (new connections) · connection limit · discovery restart
 //! ```
 //! Worker 0 runs on the caller's runtime; workers 1..N each get a single-threaded runtime on their
 //! own thread with an SO_REUSEPORT listener on the same address, all sharing the primary value,
@@ -17,23 +19,33 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tracing::{info, warn};
 
+use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::connection::ConnContext;
 use crate::discovery;
 use crate::listener;
 use crate::metrics::Metrics;
 use crate::primary::PrimaryPublisher;
+use crate::status::DiscoveryStatus;
 
 /// Errors that stop the proxy from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot listen on admin address {addr}: {source} (set `admin` to another address or `off`)"
+    )]
+    BindAdmin {
         addr: SocketAddr,
         source: std::io::Error,
     },
@@ -48,12 +60,14 @@ pub enum ServerError {
 pub struct Server {
     config: Arc<Config>,
     listeners: Vec<std::net::TcpListener>,
+    admin: Option<std::net::TcpListener>,
     local_addr: SocketAddr,
     metrics: Arc<Metrics>,
 }
 
 impl Server {
-    /// Binds `config.listen` once per worker (port 0 resolves to one port shared by all).
+    /// Binds `config.listen` once per worker (port 0 resolves to one port shared by all), and
+    /// the admin endpoint.
     pub fn bind(config: Config) -> Result<Server, ServerError> {
         let reuse_port = config.workers > 1;
         let bind = |addr| {
@@ -68,9 +82,17 @@ impl Server {
         for _ in 1..config.workers {
             listeners.push(bind(local_addr)?);
         }
+        let admin = match config.admin {
+            Some(addr) => Some(
+                listener::bind(addr, false)
+                    .map_err(|source| ServerError::BindAdmin { addr, source })?,
+            ),
+            None => None,
+        };
         Ok(Server {
             config: Arc::new(config),
             listeners,
+            admin,
             local_addr,
             metrics: Arc::new(Metrics::new()),
         })
@@ -81,78 +103,134 @@ impl Server {
         self.local_addr
     }
 
+    /// The admin endpoint's address, if enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// The metrics this server updates.
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
     }
 
-    /// Serves until `shutdown` is cancelled, then drains and returns. Must run inside a tokio
-    /// runtime (any flavour).
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServerError> {
+    /// Serves until `shutdown` is cancelled, applying configurations received on `reloads`,
+    /// then drains and returns. Must run inside a tokio runtime (any flavour).
+    pub async fn run(
+        self,
+        shutdown: CancellationToken,
+        mut reloads: mpsc::Receiver<Config>,
+    ) -> Result<(), ServerError> {
+        let admin_addr = self.admin_addr();
         let Server {
             config,
             listeners,
+            admin,
             local_addr,
             metrics,
         } = self;
         let hard_stop = CancellationToken::new();
         let stop_accepting = CancellationToken::new();
-        let stop_discovery = CancellationToken::new();
         let (publisher, primary) = PrimaryPublisher::new(hard_stop.clone(), "discovery starting");
         let publisher = Arc::new(publisher);
         let refresh = Arc::new(Notify::new());
-        let (_config_tx, config_rx) = watch::channel(config.clone());
+        let discovery_status = Arc::new(DiscoveryStatus::default());
+        let (config_tx, config_rx) = watch::channel(config.clone());
         let ctx = ConnContext {
-            config: config_rx,
-            primary,
+            config: config_rx.clone(),
+            primary: primary.clone(),
             metrics: metrics.clone(),
             refresh: refresh.clone(),
             hard_stop: hard_stop.clone(),
         };
         let limit = Arc::new(Semaphore::new(config.max_connections));
+        // Connections, and separately the accept loops (so shutdown knows when every listening
+        // socket is closed).
         let tracker = TaskTracker::new();
+        let accepting = TaskTracker::new();
+        let start_discovery = |config: Arc<Config>| {
+            DiscoveryTask::start(
+                config,
+                publisher.clone(),
+                metrics.clone(),
+                refresh.clone(),
+                discovery_status.clone(),
+            )
+        };
+        let mut discovery = start_discovery(config.clone());
 
-        let discovery = tokio::spawn(discovery::run(
-            config.clone(),
-            publisher,
-            metrics.clone(),
-            refresh,
-            stop_discovery.clone(),
-        ));
+        let stop_admin = CancellationToken::new();
+        if let Some(std_listener) = admin {
+            let addr = admin_addr.unwrap_or(local_addr);
+            let listener = TcpListener::from_std(std_listener)
+                .map_err(|source| ServerError::BindAdmin { addr, source })?;
+            let state = AdminState {
+                primary: primary.clone(),
+                metrics: metrics.clone(),
+                discovery: discovery_status.clone(),
+                config: config_rx.clone(),
+            };
+            tokio::spawn(admin::serve(listener, state, stop_admin.clone()));
+            info!(addr = %addr, "admin endpoint listening");
+        }
 
         let mut threads = Vec::new();
         for (index, std_listener) in listeners.into_iter().enumerate() {
-            let (ctx, limit, tracker, stop) = (
+            let (ctx, limit, tracker, accepting, stop) = (
                 ctx.clone(),
                 limit.clone(),
                 tracker.clone(),
+                accepting.clone(),
                 stop_accepting.clone(),
             );
             if index == 0 {
-                let listener = into_tokio(std_listener, local_addr)?;
-                tokio::spawn(listener::accept_loop(listener, ctx, limit, tracker, stop));
+                let listener =
+                    TcpListener::from_std(std_listener).map_err(|source| ServerError::Bind {
+                        addr: local_addr,
+                        source,
+                    })?;
+                tokio::spawn(
+                    accepting
+                        .track_future(listener::accept_loop(listener, ctx, limit, tracker, stop)),
+                );
                 continue;
             }
             let thread = std::thread::Builder::new()
                 .name(format!("worker-{index}"))
-                .spawn(move || worker_thread(std_listener, ctx, limit, tracker, stop))
+                .spawn(move || worker_thread(std_listener, ctx, limit, tracker, accepting, stop))
                 .map_err(|source| ServerError::Worker { index, source })?;
             threads.push(thread);
         }
         info!(addr = %local_addr, workers = config.workers, max_connections = config.max_connections, "listening");
 
-        shutdown.cancelled().await;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                Some(new) = reloads.recv() => {
+                    let old = config_tx.borrow().clone();
+                    let new = Arc::new(keep_restart_only_fields(&old, new));
+                    adjust_limit(&limit, old.max_connections, new.max_connections);
+                    let restart = discovery_changed(&old, &new);
+                    if restart {
+                        discovery.stop().await;
+                        discovery = start_discovery(new.clone());
+                    }
+                    let _ = config_tx.send(new);
+                    info!(discovery_restarted = restart, "configuration reloaded");
+                }
+            }
+        }
+
         stop_accepting.cancel();
+        accepting.close();
+        accepting.wait().await; // every listening socket is closed now
         tracker.close();
+        let grace = config_tx.borrow().shutdown_grace;
         info!(
             open_connections = tracker.len(),
-            grace_s = config.shutdown_grace.as_secs_f64(),
+            grace_s = grace.as_secs_f64(),
             "shutting down: no longer accepting; waiting for open connections"
         );
-        if tokio::time::timeout(config.shutdown_grace, tracker.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
             info!(
                 open_connections = tracker.len(),
                 "shutdown grace expired: closing remaining connections"
@@ -160,8 +238,8 @@ impl Server {
         }
         hard_stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
-        stop_discovery.cancel();
-        let _ = discovery.await;
+        discovery.stop().await;
+        stop_admin.cancel();
         for thread in threads {
             let _ = thread.join();
         }
@@ -170,11 +248,84 @@ impl Server {
     }
 }
 
-fn into_tokio(
-    listener: std::net::TcpListener,
-    addr: SocketAddr,
-) -> Result<TcpListener, ServerError> {
-    TcpListener::from_std(listener).map_err(|source| ServerError::Bind { addr, source })
+/// A running discovery loop that a reload can replace.
+struct DiscoveryTask {
+    stop: CancellationToken,
+    handle: JoinHandle<()>,
+}
+
+impl DiscoveryTask {
+    fn start(
+        config: Arc<Config>,
+        publisher: Arc<PrimaryPublisher>,
+        metrics: Arc<Metrics>,
+        refresh: Arc<Notify>,
+        status: Arc<DiscoveryStatus>,
+    ) -> DiscoveryTask {
+        let stop = CancellationToken::new();
+        let handle = tokio::spawn(discovery::run(
+            config,
+            publisher,
+            metrics,
+            refresh,
+            status,
+            stop.clone(),
+        ));
+        DiscoveryTask { stop, handle }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.handle.await;
+    }
+}
+
+/// Listening sockets and worker threads cannot change in a running process: a reload keeps
+/// the old values and says so.
+fn keep_restart_only_fields(old: &Config, mut new: Config) -> Config {
+    if new.listen != old.listen {
+        warn!(running = %old.listen, configured = %new.listen, "reload: a new listen address needs a restart; still listening on the old one");
+        new.listen = old.listen;
+    }
+    if new.admin != old.admin {
+        warn!(running = ?old.admin, configured = ?new.admin, "reload: a new admin address needs a restart; keeping the old one");
+        new.admin = old.admin;
+    }
+    if new.workers != old.workers {
+        warn!(
+            running = old.workers,
+            configured = new.workers,
+            "reload: a new worker count needs a restart; keeping the old one"
+        );
+        new.workers = old.workers;
+    }
+    new
+}
+
+/// Does the discovery loop depend on anything that changed?
+fn discovery_changed(old: &Config, new: &Config) -> bool {
+    old.discovery != new.discovery
+        || old.service != new.service
+        || old.on_multiple != new.on_multiple
+        || old.fence != new.fence
+        || old.on_failover != new.on_failover
+        || old.drain_grace != new.drain_grace
+}
+
+/// Grows or shrinks the connection limit in place. Shrinking waits for connections to end:
+/// no open connection is dropped.
+fn adjust_limit(limit: &Arc<Semaphore>, old: usize, new: usize) {
+    if new > old {
+        limit.add_permits(new - old);
+    } else if new < old {
+        let limit = limit.clone();
+        let excess = u32::try_from(old - new).unwrap_or(u32::MAX);
+        tokio::spawn(async move {
+            if let Ok(permits) = limit.acquire_many_owned(excess).await {
+                permits.forget();
+            }
+        });
+    }
 }
 
 /// Body of worker threads 1..N: a single-threaded runtime running one accept loop, kept alive
@@ -184,6 +335,7 @@ fn worker_thread(
     ctx: ConnContext,
     limit: Arc<Semaphore>,
     tracker: TaskTracker,
+    accepting: TaskTracker,
     stop: CancellationToken,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -204,7 +356,15 @@ fn worker_thread(
                 return;
             }
         };
-        listener::accept_loop(listener, ctx, limit, tracker.clone(), stop).await;
+        accepting
+            .track_future(listener::accept_loop(
+                listener,
+                ctx,
+                limit,
+                tracker.clone(),
+                stop,
+            ))
+            .await;
         tracker.wait().await;
     });
 }

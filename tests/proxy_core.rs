@@ -337,3 +337,24 @@ async fn flags_override_env_which_overrides_the_file() {
     let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
     assert_eq!(read_exact_n(&mut client, GREETING.len()).await, GREETING);
 }
+
+#[tokio::test]
+async fn two_workers_share_the_port_and_drain_together() {
+    let backend = EchoBackend::start().await;
+    let mut proxy = Proxy::start(&["--backend", &backend.addr.to_string(), "--workers", "2"]);
+    let mut clients = Vec::new();
+    for _ in 0..40 {
+        let mut c = TcpStream::connect(proxy.addr()).await.unwrap();
+        assert_eq!(read_exact_n(&mut c, GREETING.len()).await, GREETING);
+        clients.push(c);
+    }
+    for c in clients.iter_mut() {
+        c.write_all(b"w").await.unwrap();
+        assert_eq!(read_exact_n(c, 1).await, b"w");
+    }
+    proxy.signal(libc::SIGTERM);
+    proxy.wait_for_log("no longer accepting", T).await;
+    assert!(TcpStream::connect(proxy.addr()).await.is_err(), "both listeners closed");
+    drop(clients);
+    assert_eq!(proxy.wait_exit(T).await.code(), Some(0));
+}

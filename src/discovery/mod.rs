@@ -28,6 +28,7 @@ use crate::fence::{self, Verdict};
 use crate::metrics::Metrics;
 use crate::primary::{Backend, PrimaryPublisher};
 use crate::selection::{Candidate, Selection, select};
+use crate::status::DiscoveryStatus;
 
 /// What a source saw in one look.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +50,7 @@ pub async fn run(
     publisher: Arc<PrimaryPublisher>,
     metrics: Arc<Metrics>,
     refresh: Arc<Notify>,
+    status: Arc<DiscoveryStatus>,
     stop: CancellationToken,
 ) {
     let (tx, mut rx) = mpsc::channel(16);
@@ -83,6 +85,7 @@ pub async fn run(
         ),
     };
     info!(source = %describe, verify_writable = config.fence.is_some(), "discovery started");
+    status.set_source(&describe);
     let verify_every = config
         .fence
         .as_ref()
@@ -93,6 +96,7 @@ pub async fn run(
         config: &config,
         publisher: &publisher,
         metrics: &metrics,
+        status: &status,
         tracker: failover::Tracker::default(),
         desired: None,
         desired_reason: String::new(),
@@ -135,6 +139,7 @@ struct State<'a> {
     config: &'a Config,
     publisher: &'a PrimaryPublisher,
     metrics: &'a Arc<Metrics>,
+    status: &'a DiscoveryStatus,
     tracker: failover::Tracker,
     /// The primary the source and selection want, before fencing.
     desired: Option<Backend>,
@@ -168,6 +173,7 @@ impl State<'_> {
                 reason: format!("{describe}: {reason}"),
             },
             Observation::Unavailable(error) => {
+                self.status.error(&error);
                 let since = *self.unavailable_since.get_or_insert_with(Instant::now);
                 let current = self.publisher.current().backend;
                 let keeping = current.as_ref().map(ToString::to_string);
@@ -184,6 +190,7 @@ impl State<'_> {
                 return;
             }
         };
+        self.status.success();
         self.last_error.clear();
         if let Some(since) = self.unavailable_since.take() {
             info!(source = %describe, after_s = since.elapsed().as_secs_f64(), "discovery recovered");

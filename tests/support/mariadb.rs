@@ -111,7 +111,12 @@ fn template() -> Result<PathBuf> {
     if let Some(p) = slot.as_ref() {
         return Ok(p.clone());
     }
-    let p = ensure_template_in(Path::new(env!("CARGO_TARGET_TMPDIR")))?;
+    // Integration tests get CARGO_TARGET_TMPDIR from cargo; the demo (an example) uses the
+    // system temp dir.
+    let parent = option_env!("CARGO_TARGET_TMPDIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let p = ensure_template_in(&parent)?;
     *slot = Some(p.clone());
     Ok(p)
 }

@@ -7,9 +7,21 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// Path of the binary cargo built for these tests.
-pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_consul-mysql-proxy")
+/// Path of the proxy binary: the one cargo built for these tests, or (for the demo, an
+/// example) `$CONSUL_MYSQL_PROXY_BIN`, else the binary next to the running example's directory.
+pub fn binary() -> String {
+    if let Some(path) = option_env!("CARGO_BIN_EXE_consul-mysql-proxy") {
+        return path.to_owned();
+    }
+    if let Ok(path) = std::env::var("CONSUL_MYSQL_PROXY_BIN") {
+        return path;
+    }
+    // target/<profile>/examples/demo → target/<profile>/consul-mysql-proxy
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("consul-mysql-proxy")))
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "consul-mysql-proxy".to_owned())
 }
 
 /// Lines the process wrote to stderr, with a condition variable to wait on.
@@ -74,6 +86,7 @@ impl LogLines {
 pub struct Proxy {
     child: Child,
     addr: SocketAddr,
+    admin: Option<SocketAddr>,
     pub log: Arc<LogLines>,
 }
 
@@ -89,10 +102,12 @@ impl Proxy {
 
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Proxy {
         let (child, log) = spawn(args, env);
-        let line = log.wait_for_from(0, "listening", Duration::from_secs(20));
+        // The proxy's own line (the admin endpoint logs "admin endpoint listening" first).
+        let line = log.wait_for_from(0, "workers=", Duration::from_secs(20));
         let mut proxy = Proxy {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin: None,
             log,
         };
         let Some((_, line)) = line else {
@@ -103,7 +118,41 @@ impl Proxy {
             );
         };
         proxy.addr = parse_field(&line, "addr=").expect("listening line has addr=");
+        proxy.admin = proxy
+            .log
+            .wait_for_from(0, "admin endpoint listening", Duration::ZERO)
+            .and_then(|(_, l)| parse_field(&l, "addr="));
         proxy
+    }
+
+    /// The admin endpoint's address (tests start it on a free port).
+    pub fn admin(&self) -> SocketAddr {
+        self.admin.expect("admin endpoint enabled")
+    }
+
+    /// `GET path` on the admin endpoint: (status, body).
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        let url = format!("http://{}{path}", self.admin());
+        // reqwest is built with `rustls-no-provider`: a provider must exist even for plain HTTP.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let r = client
+            .get(&url)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await;
+        let r = r.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap_or_default())
+    }
+
+    /// The value of a metric sample line starting with `prefix` (name plus labels).
+    pub async fn metric(&self, prefix: &str) -> Option<f64> {
+        let (_, text) = self.admin_get("/metrics").await;
+        text.lines()
+            .find(|l| l.starts_with(prefix) && l[prefix.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -179,6 +228,9 @@ fn spawn(args: &[&str], env: &[(&str, &str)]) -> (Child, Arc<LogLines>) {
     }
     if !args.contains(&"--log-level") {
         cmd.args(["--log-level", TEST_LOG_LEVEL]);
+    }
+    if !args.contains(&"--admin") {
+        cmd.args(["--admin", "127.0.0.1:0"]);
     }
     cmd.args(args)
         .envs(env.iter().copied())

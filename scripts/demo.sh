@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The demo: MariaDB primary + replica, the Consul API double with both nodes checked by
+# `consul-mysql-proxy check`, the proxy, 8 writers through it; a planned switchover, then a
+# crash (kill -9) and promotion. Prints a timeline and a summary. Cleans up after itself.
+# Usage: scripts/demo.sh            (installs Debian packages if missing, builds, runs)
+# Env:   DEMO_PROFILE=release       build with optimisations (default: dev, reuses test builds)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+profile="${DEMO_PROFILE:-dev}"
+dir=debug
+[ "$profile" = release ] && dir=release
+cargo build --profile "$profile" --bin consul-mysql-proxy --example demo
+CONSUL_MYSQL_PROXY_BIN="$PWD/target/$dir/consul-mysql-proxy" exec timeout 300 "target/$dir/examples/demo"

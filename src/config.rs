@@ -605,6 +605,10 @@ fn resolve_discovery(s: &Settings) -> Result<Discovery, ConfigError> {
             "must be longer than a blocking query's jitter (consul_wait / 16)",
         ));
     }
+    if let Some(path) = &s.consul_ca_cert {
+        crate::discovery::consul::client::load_pem_certs(path)
+            .map_err(|e| invalid("consul_ca_cert", e))?;
+    }
     Ok(Discovery::Consul(ConsulConfig {
         source,
         addresses,

@@ -102,8 +102,11 @@ impl Proxy {
 
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Proxy {
         let (child, log) = spawn(args, env);
-        // The proxy's own line (the admin endpoint logs "admin endpoint listening" first).
-        let line = log.wait_for_from(0, "workers=", Duration::from_secs(20));
+        // The proxy's own line (the admin endpoint logs "admin endpoint listening" first);
+        // `workers=` in text logs, `"workers":` in JSON logs.
+        let json = args.windows(2).any(|w| w == ["--log-format", "json"]);
+        let started = if json { "\"workers\":" } else { "workers=" };
+        let line = log.wait_for_from(0, started, Duration::from_secs(20));
         let mut proxy = Proxy {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -266,8 +269,18 @@ pub fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) 
     )
 }
 
-/// Parses `key=value` (value up to the next space) out of a text log line.
+/// Parses `key=value` (value up to the next space) out of a text log line, or the field `key`
+/// (without its `=`) out of a JSON log line.
 pub fn parse_field<T: std::str::FromStr>(line: &str, key: &str) -> Option<T> {
+    if line.starts_with('{') {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        let field = &v[key.trim_end_matches('=')];
+        let text = field
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| field.to_string());
+        return text.parse().ok();
+    }
     let start = line.find(key)? + key.len();
     let rest = &line[start..];
     let end = rest.find(' ').unwrap_or(rest.len());

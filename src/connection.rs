@@ -76,10 +76,11 @@ async fn serve_inner(mut client: TcpStream, mut ctx: ConnContext) {
     };
     // Counted for the failover timeline (how many connections a failover closes) and per backend.
     let _bound = bound.stats.bind();
-    let backend_gauge = bound
-        .backend
-        .as_ref()
-        .map(|b| ctx.metrics.backend_gauge(b.addr));
+    let backend_gauge = bound.backend.as_ref().map(|b| {
+        bound
+            .stats
+            .backend_gauge(|| ctx.metrics.backend_gauge(b.addr))
+    });
     if let Some(g) = &backend_gauge {
         g.inc();
     }

@@ -69,6 +69,8 @@ pub struct EpochStats {
     bound: AtomicUsize,
     first_routed: OnceLock<Instant>,
     routed: Notify,
+    /// The per-backend connection gauge, looked up once per epoch instead of per connection.
+    backend_gauge: OnceLock<prometheus_client::metrics::gauge::Gauge>,
 }
 
 impl EpochStats {
@@ -79,6 +81,14 @@ impl EpochStats {
             self.routed.notify_waiters();
         }
         BoundGuard(self.clone())
+    }
+
+    /// The backend's connection gauge, created by `make` on first use in this epoch.
+    pub fn backend_gauge(
+        &self,
+        make: impl FnOnce() -> prometheus_client::metrics::gauge::Gauge,
+    ) -> prometheus_client::metrics::gauge::Gauge {
+        self.backend_gauge.get_or_init(make).clone()
     }
 
     /// Connections currently bound.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use support::backends::closed_port;
 use support::consul::{ServiceDef, TestConsul};
-use support::mariadb::{MariaDbPair, StopHow, port_via, try_port_via};
+use support::mariadb::{MariaDbPair, StopHow, port_via, wait_routed_to};
 use support::proxy::Proxy;
 use tokio::io::AsyncReadExt;
 
@@ -30,24 +30,6 @@ fn consul_proxy(consul: &TestConsul, extra: &[&str]) -> Proxy {
     let mut args = vec!["--consul", url.as_str(), "--hold-timeout", "20s"];
     args.extend_from_slice(extra);
     Proxy::start(&args)
-}
-
-/// Connects through the proxy until it reaches `port`; returns how long that took.
-async fn wait_routed_to(proxy: &Proxy, port: u16) -> Duration {
-    let start = Instant::now();
-    loop {
-        if let Ok(p) = try_port_via(proxy.addr()).await
-            && p == port
-        {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < T,
-            "proxy never routed to port {port}; log:\n{}",
-            proxy.log.text()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Waits with blocking queries until the only passing `mysql` instance tagged `tag` is `port`.

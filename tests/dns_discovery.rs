@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use support::consul::{ServiceDef, TestConsul};
-use support::mariadb::{MariaDb, MariaDbPair, PairOptions, port_via, try_port_via};
+use support::mariadb::{MariaDb, MariaDbPair, PairOptions, port_via, try_port_via, wait_routed_to};
 use support::proxy::Proxy;
 use tokio::io::AsyncReadExt;
 
@@ -53,24 +53,6 @@ fn dns_proxy(consul: &TestConsul, extra: &[&str]) -> Proxy {
     ];
     args.extend_from_slice(extra);
     Proxy::start(&args)
-}
-
-/// Connects through the proxy until it reaches `port`; returns how long that took.
-async fn wait_routed_to(proxy: &Proxy, port: u16) -> Duration {
-    let start = Instant::now();
-    loop {
-        if let Ok(p) = try_port_via(proxy.addr()).await
-            && p == port
-        {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < T,
-            "proxy never routed to port {port}; log:\n{}",
-            proxy.log.text()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// Reads the whole answer of a client the proxy refuses (an ERR packet) and returns its text.

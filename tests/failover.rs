@@ -7,12 +7,12 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::backends::{EchoBackend, GREETING};
+use support::backends::{EchoBackend, GREETING, echoes, greeted};
 use support::consul::{ServiceDef, TestConsul};
-use support::mariadb::{MariaDbPair, StopHow, port_via, try_port_via};
+use support::mariadb::{MariaDbPair, StopHow, port_via, wait_routed_to};
 use support::proxy::Proxy;
 use support::workload::{CREATE_TABLE, ErrorKind, Writers, rows_on};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 const T: Duration = Duration::from_secs(30);
@@ -59,23 +59,6 @@ fn proxy(consul: &TestConsul, extra: &[&str]) -> Proxy {
     ];
     args.extend_from_slice(extra);
     Proxy::start(&args)
-}
-
-async fn wait_routed_to(proxy: &Proxy, port: u16) -> Duration {
-    let start = Instant::now();
-    loop {
-        if let Ok(p) = try_port_via(proxy.addr()).await
-            && p == port
-        {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < T,
-            "never routed to {port}; log:\n{}",
-            proxy.log.text()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]
@@ -339,14 +322,7 @@ impl KvSetup {
 async fn open_clients(proxy: &Proxy, n: usize) -> Vec<TcpStream> {
     let mut clients = Vec::with_capacity(n);
     for _ in 0..n {
-        let mut c = TcpStream::connect(proxy.addr()).await.unwrap();
-        let mut g = [0u8; 6];
-        tokio::time::timeout(T, c.read_exact(&mut g))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(&g, GREETING);
-        clients.push(c);
+        clients.push(greeted(proxy.addr()).await);
     }
     clients
 }
@@ -363,17 +339,6 @@ async fn closed_at(mut c: TcpStream) -> Instant {
             Ok(_) => {}
         }
     }
-}
-
-async fn still_relays(c: &mut TcpStream) -> bool {
-    if c.write_all(b"ping").await.is_err() {
-        return false;
-    }
-    let mut b = [0u8; 4];
-    matches!(
-        tokio::time::timeout(Duration::from_secs(2), c.read_exact(&mut b)).await,
-        Ok(Ok(_))
-    ) && &b == b"ping"
 }
 
 #[tokio::test]
@@ -394,8 +359,8 @@ async fn close_mode_closes_every_old_connection_at_once() {
     );
     assert!(last - changed < Duration::from_secs(2));
     // New clients reach b.
-    let mut c = open_clients(&proxy, 1).await.remove(0);
-    assert!(still_relays(&mut c).await);
+    let mut c = greeted(proxy.addr()).await;
+    assert!(echoes(&mut c).await);
     drop(kv.a);
 }
 
@@ -416,10 +381,7 @@ async fn drain_mode_closes_old_connections_after_the_grace() {
     let proxy = kv.proxy(&["--on-failover", "drain", "--drain-grace", "1s"]);
     let mut clients = open_clients(&proxy, 5).await;
     let switched = kv.switch_to_b(&proxy).await;
-    assert!(
-        still_relays(&mut clients[0]).await,
-        "usable during the grace"
-    );
+    assert!(echoes(&mut clients[0]).await, "usable during the grace");
     let closed = futures_join(clients.into_iter().map(closed_at)).await;
     for at in closed {
         let after = at - switched;
@@ -438,7 +400,7 @@ async fn keep_mode_leaves_old_connections_open() {
     kv.switch_to_b(&proxy).await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     for c in clients.iter_mut() {
-        assert!(still_relays(c).await, "keep: old connection still relays");
+        assert!(echoes(c).await, "keep: old connection still relays");
     }
 }
 
@@ -471,7 +433,7 @@ async fn held_clients_go_to_the_new_primary_and_max_held_refuses_the_rest() {
             .unwrap()
             .unwrap();
         assert_eq!(&g, GREETING);
-        assert!(still_relays(&mut c).await);
+        assert!(echoes(&mut c).await);
     }
     let timeline = proxy.wait_for_log("failover timeline", T).await;
     assert!(timeline.contains("held_clients_released=3"), "{timeline}");

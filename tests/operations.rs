@@ -6,12 +6,10 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use support::backends::{EchoBackend, GREETING};
+use support::backends::{EchoBackend, echoes, greeted};
 use support::consul::TestConsul;
 use support::mariadb::{MariaDbPair, app_opts, port_via};
 use support::proxy::{Proxy, binary};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const T: Duration = Duration::from_secs(30);
 const KEY: &str = "service/mysql/leader";
@@ -178,28 +176,6 @@ fn admin_can_be_turned_off() {
     assert!(err.contains("`admin`"), "{err}");
 }
 
-async fn greeted(proxy: &Proxy) -> TcpStream {
-    let mut c = TcpStream::connect(proxy.addr()).await.unwrap();
-    let mut g = [0u8; 6];
-    tokio::time::timeout(T, c.read_exact(&mut g))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&g, GREETING);
-    c
-}
-
-async fn echoes(c: &mut TcpStream) -> bool {
-    if c.write_all(b"abcd").await.is_err() {
-        return false;
-    }
-    let mut b = [0u8; 4];
-    matches!(
-        tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut b)).await,
-        Ok(Ok(_))
-    ) && &b == b"abcd"
-}
-
 #[tokio::test]
 async fn sighup_reloads_without_dropping_connections_and_rejects_bad_files() {
     let a = EchoBackend::start().await;
@@ -212,7 +188,7 @@ async fn sighup_reloads_without_dropping_connections_and_rejects_bad_files() {
         a.addr
     ));
     let proxy = Proxy::start(&["--config", file.to_str().unwrap()]);
-    let mut open = greeted(&proxy).await;
+    let mut open = greeted(proxy.addr()).await;
 
     // Timeouts, limits and the log level change; the open connection is untouched.
     write(format!(
@@ -250,7 +226,7 @@ async fn sighup_reloads_without_dropping_connections_and_rejects_bad_files() {
         .wait_for_log_from(mark, "configuration reloaded", T)
         .await;
     // The discovery change (backend a → b) is applied: new clients reach b.
-    let mut fresh = greeted(&proxy).await;
+    let mut fresh = greeted(proxy.addr()).await;
     assert!(echoes(&mut fresh).await);
     let (_, body) = proxy.admin_get("/status").await;
     let status = json(&body);

@@ -94,3 +94,27 @@ impl Drop for SilentBackend {
         self.task.abort();
     }
 }
+
+/// Connects to `addr` (the proxy) and reads the scripted backend's [`GREETING`].
+pub async fn greeted(addr: SocketAddr) -> tokio::net::TcpStream {
+    let mut c = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut g = [0u8; GREETING.len()];
+    tokio::time::timeout(std::time::Duration::from_secs(30), c.read_exact(&mut g))
+        .await
+        .expect("greeting timed out")
+        .expect("greeting");
+    assert_eq!(&g, GREETING);
+    c
+}
+
+/// Sends a ping through an echo connection; true when it comes back within 5 s.
+pub async fn echoes(c: &mut tokio::net::TcpStream) -> bool {
+    if c.write_all(b"ping").await.is_err() {
+        return false;
+    }
+    let mut b = [0u8; 4];
+    matches!(
+        tokio::time::timeout(std::time::Duration::from_secs(5), c.read_exact(&mut b)).await,
+        Ok(Ok(_))
+    ) && &b == b"ping"
+}

@@ -9,6 +9,10 @@
 //!   primary, which is then dead, stopped or a stand-alone server, and not replicating).
 //! * [`app_opts`], [`admin_opts`], [`port_via`]: client options and the "which server answers
 //!   through this address" probe. Every option set uses `prefer_socket(false)`.
+//! * Network namespaces (failure tests): [`MariaDb::start_in_netns`] and
+//!   [`MariaDbPair::start_with_netns`] run `mariadbd` under `ip netns exec <ns>`, bound to an
+//!   address inside that namespace (see `support::netns`); everything else works the same, the
+//!   test process reaching the server at that address from the root namespace.
 //!
 //! Users on every instance (baked into the template datadir, so both nodes have them and a
 //! promoted replica too): `app`/`app` with ALL on database `app`, and `admin`/`admin` with ALL
@@ -207,6 +211,8 @@ static NEXT_SERVER_ID: AtomicU32 = AtomicU32::new(1);
 pub struct MariaDb {
     label: String,
     ip: IpAddr,
+    /// Network namespace the process runs in (`ip netns exec`); `None`: the root namespace.
+    netns: Option<String>,
     port: u16,
     server_id: u32,
     dir: tempfile::TempDir,
@@ -223,7 +229,25 @@ impl MariaDb {
             .unwrap_or_else(|e| panic!("start mariadb on {ip}: {e:#}"))
     }
 
+    /// Starts a fresh stand-alone (writable) instance inside network namespace `netns`, bound
+    /// to `ip` (an address of that namespace). The port is 3306 (the namespace is the test's
+    /// own, so it is free), or the next one up if another server of the test took it.
+    pub async fn start_in_netns(netns: &str, ip: IpAddr) -> MariaDb {
+        Self::try_start_in(ip, false, Some(netns.to_owned()))
+            .await
+            .unwrap_or_else(|e| panic!("start mariadb on {ip} in netns {netns}: {e:#}"))
+    }
+
+    /// The network namespace the server runs in, if not the root one.
+    pub fn netns(&self) -> Option<&str> {
+        self.netns.as_deref()
+    }
+
     async fn try_start(ip: IpAddr, read_only: bool) -> Result<MariaDb> {
+        Self::try_start_in(ip, read_only, None).await
+    }
+
+    async fn try_start_in(ip: IpAddr, read_only: bool, netns: Option<String>) -> Result<MariaDb> {
         let template = tokio::task::spawn_blocking(template)
             .await
             .context("template task")??;
@@ -249,6 +273,7 @@ impl MariaDb {
         let mut db = MariaDb {
             label: format!("mariadb#{server_id}"),
             ip,
+            netns,
             port: 0,
             server_id,
             dir,
@@ -258,8 +283,15 @@ impl MariaDb {
         };
         // A free port can be taken between probing and mariadbd's bind: retry with a new one.
         for attempt in 1..=5 {
-            db.port = free_port(ip).with_context(|| format!("find a free port on {ip}"))?;
-            db.label = format!("mariadb#{server_id}@{}", db.addr());
+            db.port = match &db.netns {
+                // The address is not local here: no probe; the namespace is the test's own.
+                Some(_) => 3306 + attempt - 1,
+                None => free_port(ip).with_context(|| format!("find a free port on {ip}"))?,
+            };
+            db.label = match &db.netns {
+                Some(ns) => format!("mariadb#{server_id}@{}[netns {ns}]", db.addr()),
+                None => format!("mariadb#{server_id}@{}", db.addr()),
+            };
             match db.spawn_and_wait().await {
                 Ok(()) => return Ok(db),
                 Err(e) if attempt < 5 && db.bind_failed() => {
@@ -526,7 +558,16 @@ impl MariaDb {
             .create(true)
             .append(true)
             .open(self.dir.path().join("stderr.log"))?;
-        let child = Command::new("mariadbd")
+        let mut command = match &self.netns {
+            Some(ns) => {
+                // `ip netns exec` execs mariadbd in place: the child's pid is mariadbd's.
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "mariadbd"]);
+                c
+            }
+            None => Command::new("mariadbd"),
+        };
+        let child = command
             .arg(format!("--defaults-file={}", cnf.display()))
             .stdin(Stdio::null())
             .stdout(stderr.try_clone()?)
@@ -623,9 +664,20 @@ impl MariaDbPair {
     /// Starts both nodes (in parallel), sets up GTID replication and waits until a probe row
     /// written on the primary is visible on the replica.
     pub async fn start_with(opts: PairOptions) -> MariaDbPair {
+        Self::start_with_netns(opts, None, None).await
+    }
+
+    /// Like [`start_with`](Self::start_with), with either node inside a network namespace
+    /// (`opts` then names an address of that namespace for it). The replica must be able to
+    /// reach the primary's address from where it runs.
+    pub async fn start_with_netns(
+        opts: PairOptions,
+        primary_netns: Option<&str>,
+        replica_netns: Option<&str>,
+    ) -> MariaDbPair {
         let (p, r) = tokio::join!(
-            MariaDb::try_start(opts.primary_ip, false),
-            MariaDb::try_start(opts.replica_ip, true)
+            MariaDb::try_start_in(opts.primary_ip, false, primary_netns.map(str::to_owned)),
+            MariaDb::try_start_in(opts.replica_ip, true, replica_netns.map(str::to_owned))
         );
         let pair = MariaDbPair {
             primary: p.unwrap_or_else(|e| panic!("start primary: {e:#}")),
@@ -881,5 +933,23 @@ fn tail(path: &Path, n: usize) -> String {
             lines[lines.len().saturating_sub(n)..].join("\n") + "\n"
         }
         Err(e) => format!("(cannot read {}: {e})\n", path.display()),
+    }
+}
+
+/// Connects through `proxy` until `SELECT @@port` answers `port` (bounded); returns how long it
+/// took. A connection that fails or lands elsewhere is retried after a short pause.
+pub async fn wait_routed_to(proxy: &super::proxy::Proxy, port: u16) -> std::time::Duration {
+    let limit = std::time::Duration::from_secs(30);
+    let start = std::time::Instant::now();
+    loop {
+        if try_port_via(proxy.addr()).await.ok() == Some(port) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "proxy never routed to port {port}; log:\n{}",
+            proxy.log.text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }

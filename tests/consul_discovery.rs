@@ -383,3 +383,83 @@ async fn acl_token_is_sent_never_logged_and_a_dead_agent_is_skipped() {
     assert!(!logs.contains(token), "token leaked into logs");
     assert!(!logs.contains("wrong-token"), "token leaked into logs");
 }
+
+#[tokio::test]
+async fn stale_after_drops_the_primary_when_consul_stays_silent() {
+    let pair = MariaDbPair::start().await;
+    let consul = TestConsul::start().await;
+    let Some(faults) = consul.faults_or_skip("stale_after_drops_the_primary") else {
+        return;
+    };
+    assert!(
+        consul
+            .kv_put(KEY_LEADER, &pair.primary.addr().to_string())
+            .await
+    );
+    let proxy = consul_proxy(
+        &consul,
+        &[
+            "--discovery",
+            "consul-kv",
+            "--kv-key",
+            KEY_LEADER,
+            "--consul-wait",
+            "500ms",
+            "--consul-stale-after",
+            "1500ms",
+            "--hold-timeout",
+            "1s",
+        ],
+    );
+    assert_eq!(port_via(proxy.addr()).await, pair.primary.port());
+    // Consul stops answering: the primary is kept at first, then dropped after stale_after.
+    let mark = proxy.log.len();
+    faults.pause();
+    let paused = Instant::now();
+    proxy
+        .wait_for_log_from(mark, "(consul_stale_after)", T)
+        .await;
+    let dropped = paused.elapsed();
+    assert!(
+        dropped >= Duration::from_millis(1000),
+        "dropped too early: {dropped:?}"
+    );
+    let msg = refused_message(&proxy).await;
+    assert!(
+        msg.contains("no usable answer from discovery for 1s 500ms"),
+        "{msg}"
+    );
+    faults.resume();
+    wait_routed_to(&proxy, pair.primary.port()).await;
+    eprintln!("stale_after 1.5s: primary dropped {dropped:?} after Consul went silent");
+}
+
+#[tokio::test]
+async fn an_unknown_datacenter_is_an_error_not_an_empty_answer() {
+    let pair = MariaDbPair::start().await;
+    let consul = TestConsul::start().await;
+    assert!(
+        consul
+            .kv_put(KEY_LEADER, &pair.primary.addr().to_string())
+            .await
+    );
+    let proxy = consul_proxy(
+        &consul,
+        &[
+            "--discovery",
+            "consul-kv",
+            "--kv-key",
+            KEY_LEADER,
+            "--dc",
+            "nowhere",
+            "--hold-timeout",
+            "1s",
+        ],
+    );
+    let line = proxy.wait_for_log("discovery unavailable", T).await;
+    assert!(line.contains("No path to datacenter"), "{line}");
+    let (code, _) = proxy.admin_get("/readyz").await;
+    assert_eq!(code, 503);
+}
+
+const KEY_LEADER: &str = "service/mysql/leader";

@@ -287,6 +287,48 @@ fn unix_now() -> f64 {
 mod tests {
     use super::*;
 
+    fn config(source: ConsulSource, consistency: Consistency, dc: Option<&str>) -> ConsulConfig {
+        ConsulConfig {
+            source,
+            addresses: vec!["http://127.0.0.1:8500".into()],
+            token: None,
+            ca_cert: None,
+            wait: Duration::from_secs(300),
+            stale_after: None,
+            dc: dc.map(str::to_owned),
+            consistency,
+            default_port: 3306,
+        }
+    }
+
+    #[test]
+    fn requests_carry_tags_dc_and_consistency() {
+        let health = ConsulSource::Health {
+            tags: vec!["primary".into(), "db".into()],
+        };
+        let r = request(&config(health, Consistency::Stale, Some("dc2")), "mysql");
+        assert_eq!(r.path, ["v1", "health", "service", "mysql"]);
+        assert_eq!(
+            r.query,
+            vec![
+                ("passing", Some("true".to_owned())),
+                ("tag", Some("primary".to_owned())),
+                ("tag", Some("db".to_owned())),
+                ("dc", Some("dc2".to_owned())),
+                ("stale", None),
+            ]
+        );
+        assert!(!r.accept_404);
+        let kv = ConsulSource::Kv {
+            key: "mysql/master/main".into(),
+            require_session: false,
+        };
+        let r = request(&config(kv, Consistency::Consistent, None), "mysql");
+        assert_eq!(r.path, ["v1", "kv", "mysql", "master", "main"]);
+        assert_eq!(r.query, vec![("consistent", None)]);
+        assert!(r.accept_404, "a missing key is an answer");
+    }
+
     #[test]
     fn index_rules() {
         let mut index = BlockingIndex::default();

@@ -164,7 +164,25 @@ async fn bind_backend(
             }
             continue;
         };
-        match connect(config, &backend).await {
+        let attempt = tokio::select! {
+            result = connect(config, &backend) => result,
+            // A new primary was published while we were connecting (the old one may hang
+            // until connect_timeout or the greeting timeout): go to the new one now.
+            Ok(()) = ctx.primary.changed() => continue,
+            () = tokio::time::sleep_until(deadline) => {
+                // Report the cause we know (e.g. an earlier "no greeting"), else this attempt.
+                let failure = last_failure.unwrap_or_else(|| {
+                    let pending = format!(
+                        "still connecting when hold_timeout ({}) ran out",
+                        humantime::format_duration(config.hold_timeout)
+                    );
+                    (backend, pending)
+                });
+                return Err(no_primary(config, ctx, Some(failure)));
+            }
+            () = ctx.hard_stop.cancelled() => return Err(shutting_down()),
+        };
+        match attempt {
             Ok(stream) => return Ok((stream, snapshot)),
             Err(error) => {
                 ctx.metrics.backend_connect_errors.inc();
@@ -198,10 +216,14 @@ async fn wait_for_change(
     };
     tokio::select! {
         _ = timeout_at(until, ctx.primary.changed()) => Ok(()),
-        () = ctx.hard_stop.cancelled() => Err(Refusal {
-            reason: ErrReason::ShuttingDown,
-            message: "consul-mysql-proxy: shutting down".to_owned(),
-        }),
+        () = ctx.hard_stop.cancelled() => Err(shutting_down()),
+    }
+}
+
+fn shutting_down() -> Refusal {
+    Refusal {
+        reason: ErrReason::ShuttingDown,
+        message: "consul-mysql-proxy: shutting down".to_owned(),
     }
 }
 

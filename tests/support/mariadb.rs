@@ -588,8 +588,14 @@ impl MariaDb {
             }
             let attempt = async {
                 let mut conn = self.admin_conn().await?;
-                conn.query_drop("SELECT 1").await?;
+                // Our own server, not another instance that got the same port first.
+                let id: Option<u32> = conn.query_first("SELECT @@server_id").await?;
                 conn.disconnect().await.ok();
+                anyhow::ensure!(
+                    id == Some(self.server_id),
+                    "port answered by server_id {id:?}, not ours ({})",
+                    self.server_id
+                );
                 anyhow::Ok(())
             };
             match tokio::time::timeout(Duration::from_secs(5), attempt).await {

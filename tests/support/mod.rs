@@ -5,5 +5,6 @@
 pub mod backends;
 pub mod consul;
 pub mod mariadb;
+pub mod netns;
 pub mod proxy;
 pub mod workload;

@@ -5,8 +5,8 @@
 //!         │ errors: Observation::Unavailable (last primary kept), backoff with jitter
 //!         └ refresh (a client failed to connect): cut the long poll short, read now
 //! ```
-//! Index rules (Consul's "blocking queries" docs): the first read and a read after a refresh
-//! carry no index; an index that goes backwards (snapshot restore) is reset to 0 (the next read
+//! Index rules (Consul's "blocking queries" docs): the first read, a read after a refresh and
+//! the first read after an error carry no index; an index that goes backwards (snapshot restore) is reset to 0 (the next read
 //! does not block); an index of 0 is treated as 1; requests are spaced at least
 //! [`MIN_INTERVAL`] apart and errors back off exponentially, so nothing hot-loops. The HTTP
 //! timeout is `wait + wait/16` (Consul's jitter) plus slack, so a long poll never times out early.
@@ -204,12 +204,16 @@ pub async fn run(
                 Err(error) => {
                     metrics.discovery_request("invalid");
                     next_request = Instant::now() + backoff.next_delay();
+                    // Re-sync with a read that does not block: a restarted agent may have lost
+                    // its state, and would hold a request with our old index for a whole wait.
+                    read_now = true;
                     Observation::Unavailable(format!("{describe}: {error}"))
                 }
             },
             Err(error) => {
                 metrics.discovery_request("error");
                 next_request = Instant::now() + backoff.next_delay();
+                read_now = true;
                 Observation::Unavailable(format!("{describe}: {error}"))
             }
         };

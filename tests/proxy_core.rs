@@ -354,7 +354,10 @@ async fn two_workers_share_the_port_and_drain_together() {
     }
     proxy.signal(libc::SIGTERM);
     proxy.wait_for_log("no longer accepting", T).await;
-    assert!(TcpStream::connect(proxy.addr()).await.is_err(), "both listeners closed");
+    assert!(
+        TcpStream::connect(proxy.addr()).await.is_err(),
+        "both listeners closed"
+    );
     drop(clients);
     assert_eq!(proxy.wait_exit(T).await.code(), Some(0));
 }

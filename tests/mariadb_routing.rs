@@ -114,3 +114,68 @@ fn mysql_cli_shows_the_proxy_error_message() {
     );
     assert!(err.contains("unreachable after 1s"), "{err}");
 }
+
+/// TLS passes through: the `mysql` client negotiates TLS with MariaDB *through* the proxy and
+/// verifies the server's certificate (CA made here with rcgen, SAN 127.0.0.1 — the proxy's
+/// address too, since the proxy is invisible to TLS).
+#[tokio::test]
+async fn tls_sessions_pass_through_with_certificate_verification() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let db = MariaDb::start("127.0.0.1".parse().unwrap()).await;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "consul-mysql-proxy test CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &Issuer::from_params(&ca_params, &ca_key))
+        .unwrap();
+    let dir = db.dir().join("tls");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, pem) in [
+        ("ca.pem", ca.pem()),
+        ("server.pem", server.pem()),
+        ("server-key.pem", server_key.serialize_pem()),
+    ] {
+        std::fs::write(dir.join(name), pem).unwrap();
+    }
+    // mariadbd runs as mysql: make the files readable.
+    Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    db.set_extra_config(&format!(
+        "ssl-ca = {0}/ca.pem\nssl-cert = {0}/server.pem\nssl-key = {0}/server-key.pem\n",
+        dir.display()
+    ));
+    db.restart().await;
+
+    let proxy = Proxy::start(&["--backend", &db.addr().to_string()]);
+    let ca_path = dir.join("ca.pem");
+    let out = mysql_cli(
+        proxy.addr().port(),
+        &[
+            "--ssl",
+            "--ssl-ca",
+            ca_path.to_str().unwrap(),
+            "--ssl-verify-server-cert",
+        ],
+        "SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'Ssl_cipher'",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cipher = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        !cipher.is_empty(),
+        "the session through the proxy is encrypted"
+    );
+    eprintln!("TLS through the proxy: cipher {cipher}");
+}

@@ -219,6 +219,8 @@ pub struct MariaDb {
     child: Mutex<Option<Child>>,
     stopped: AtomicBool,
     read_only_on_start: AtomicBool,
+    /// Extra `[mariadbd]` lines (e.g. TLS settings), applied at the next (re)start.
+    extra_config: Mutex<String>,
 }
 
 impl MariaDb {
@@ -280,6 +282,7 @@ impl MariaDb {
             child: Mutex::new(None),
             stopped: AtomicBool::new(false),
             read_only_on_start: AtomicBool::new(read_only),
+            extra_config: Mutex::new(String::new()),
         };
         // A free port can be taken between probing and mariadbd's bind: retry with a new one.
         for attempt in 1..=5 {
@@ -438,6 +441,11 @@ impl MariaDb {
         self.read_only_on_start.store(on, Ordering::SeqCst);
     }
 
+    /// Adds `[mariadbd]` option lines for the next (re)start, e.g. `ssl-cert = …`.
+    pub fn set_extra_config(&self, lines: &str) {
+        *self.extra_config.lock().unwrap_or_else(|e| e.into_inner()) = lines.to_owned();
+    }
+
     /// Opens an admin connection over TCP.
     pub async fn admin_conn(&self) -> Result<Conn> {
         Conn::new(self.admin_opts())
@@ -541,6 +549,12 @@ impl MariaDb {
                 "OFF"
             },
         );
+        let extra = self
+            .extra_config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let cnf = format!("{cnf}{extra}\n");
         let path = d.join("my.cnf");
         std::fs::write(&path, cnf).with_context(|| format!("write {}", path.display()))?;
         Ok(path)

@@ -8,6 +8,7 @@ COPY Cargo.toml Cargo.lock ./
 COPY consul-double/Cargo.toml consul-double/Cargo.toml
 COPY consul-double/src consul-double/src
 COPY src src
+COPY benches benches
 COPY config.example.toml config.example.toml
 RUN cargo build --release --locked -p consul-mysql-proxy --bin consul-mysql-proxy \
  && strip target/release/consul-mysql-proxy

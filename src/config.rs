@@ -709,7 +709,7 @@ fn resolve_fence(
     }
     let password = match (&s.monitor_password_file, env_password) {
         (Some(path), _) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
+            let text = read_small_file(path).map_err(|e| {
                 invalid(
                     "monitor_password_file",
                     format!("cannot read {}: {e}", path.display()),
@@ -800,13 +800,30 @@ fn normalize_consul_address(address: &str) -> Result<String, ConfigError> {
 }
 
 fn read_token_file(path: &Path) -> Result<Secret, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = read_small_file(path).map_err(|e| {
         invalid(
             "consul_token_file",
             format!("cannot read {}: {e}", path.display()),
         )
     })?;
     Ok(Secret(text.trim().to_owned()))
+}
+
+/// Reads a secret file, refusing anything over 64 KiB (a path like /dev/zero must not make
+/// start-up read forever).
+fn read_small_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    const LIMIT: u64 = 64 * 1024;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(LIMIT + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > LIMIT {
+        return Err(std::io::Error::other(
+            "larger than 64 KiB: not a secret file",
+        ));
+    }
+    Ok(text)
 }
 
 impl Settings {
@@ -1095,6 +1112,20 @@ mod tests {
         assert_eq!(
             consul(&c).addresses,
             vec!["http://127.0.0.2:8500".to_owned()]
+        );
+    }
+
+    #[test]
+    fn secret_files_are_bounded() {
+        let err = Config::resolve(Settings {
+            consul_token_file: Some(PathBuf::from("/dev/zero")),
+            ..Settings::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`consul_token_file`") && err.contains("64 KiB"),
+            "{err}"
         );
     }
 

@@ -16,6 +16,10 @@ if ! cargo deny --version >/dev/null 2>&1; then
     cargo install cargo-deny --locked
 fi
 
+# cargo-deny reads `cargo metadata` for every platform; download all locked crates first (from
+# crates.io), so the checks below can run offline.
+cargo fetch --locked >/dev/null
+
 echo "deny.sh: cargo deny check licenses bans sources"
 cargo deny --offline check --hide-inclusion-graph licenses bans sources
 

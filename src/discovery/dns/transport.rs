@@ -356,9 +356,17 @@ mod tests {
     /// A fake server on one port: UDP answers with TC and one record (after first sending a
     /// stray datagram and garbage), TCP answers with `tcp_records` records.
     async fn truncating_server(tcp_records: u8) -> (SocketAddr, Arc<AtomicUsize>) {
-        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = udp.local_addr().unwrap();
-        let tcp = TcpListener::bind(addr).await.unwrap();
+        // The same port for UDP and TCP: another test may hold the TCP side, so retry.
+        let mut bound = None;
+        for _ in 0..50 {
+            let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let addr = udp.local_addr().unwrap();
+            if let Ok(tcp) = TcpListener::bind(addr).await {
+                bound = Some((udp, addr, tcp));
+                break;
+            }
+        }
+        let (udp, addr, tcp) = bound.expect("a port free for both UDP and TCP");
         let tcp_queries = Arc::new(AtomicUsize::new(0));
         tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];

@@ -62,7 +62,10 @@ async fn serve_inner(mut client: TcpStream, mut ctx: ConnContext) {
     ctx.metrics.connections_active.inc();
     let _active = GaugeGuard(ctx.metrics.clone(), |m| m.connections_active.dec());
 
-    let (mut backend, bound) = match bind_backend(&config, &mut ctx).await {
+    // Boxed: the connect phase (timers, watch, connect futures) is the largest state of a
+    // connection; on the heap it is freed once relaying starts, instead of staying in every
+    // idle connection's task for its whole life.
+    let (mut backend, bound) = match Box::pin(bind_backend(&config, &mut ctx)).await {
         Ok(pair) => pair,
         Err(refusal) => {
             ctx.metrics.err_packet_sent(refusal.reason);

@@ -1,0 +1,507 @@
+"""Turns the harness CSVs into docs/perf/results.md and docs/perf/chart.svg.
+
+    python3 scripts/bench/report.py DIR
+
+Reads DIR/machine.env and whichever of results.csv (sysbench), idle.csv, bulk.csv and
+failover.csv exist. Medians over rounds; ranges are min–max; ratios "vs X" are the median of
+the per-round ratios (each round runs the targets back to back, so a ratio within a round is
+less exposed to a neighbour's build than a ratio of medians). Standard library only.
+"""
+
+import csv
+import math
+import os
+import statistics
+import sys
+from collections import OrderedDict, defaultdict
+
+TARGET_ORDER = ["direct", "haproxy", "pump", "copy", "pump-w2"]
+LABEL = {
+    "direct": "direct",
+    "haproxy": "HAProxy",
+    "pump": "ours (pump)",
+    "copy": "ours (copy)",
+    "pump-w2": "ours (pump, 2 workers)",
+}
+COLOR = {
+    "direct": "#8c8c8c",
+    "haproxy": "#d9822b",
+    "pump": "#2b6cb0",
+    "copy": "#68a0d8",
+    "pump-w2": "#1b3f6b",
+}
+TARGET_DOC = {
+    "direct": "direct (MariaDB itself)",
+    "haproxy": "HAProxy `mode tcp`, `nbthread 1`",
+    "pump": "ours `--relay pump`, 1 worker (the defaults)",
+    "copy": "ours `--relay copy`, 1 worker",
+    "pump-w2": "ours `--relay pump --workers 2`",
+}
+SHORT_WL = {"oltp_point_select": "point_select", "oltp_read_only": "read_only", "oltp_read_write": "read_write"}
+# The targets of the issue (see README "Performance").
+CPU_TARGET = 0.8
+RSS_TARGET = 0.8
+BULK_TARGET = 0.8
+
+
+def read_csv(path):
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def read_env(path):
+    env = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                if "=" in line:
+                    k, v = line.rstrip("\n").split("=", 1)
+                    env[k] = v
+    return env
+
+
+def fnum(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def rng(xs):
+    xs = [x for x in xs if x is not None]
+    return (min(xs), max(xs)) if xs else (None, None)
+
+
+def fmt(x, digits=0):
+    if x is None:
+        return "–"
+    return f"{x:,.{digits}f}"
+
+
+def fmt_ratio(xs):
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return "–"
+    m = statistics.median(xs)
+    lo, hi = min(xs), max(xs)
+    if len(xs) == 1:
+        return f"{m:.2f}"
+    return f"{m:.2f} ({lo:.2f}–{hi:.2f})"
+
+
+def ordered_targets(present):
+    return [t for t in TARGET_ORDER if t in present] + sorted(set(present) - set(TARGET_ORDER))
+
+
+# ---------------------------------------------------------------------------------------------
+# sysbench
+
+
+def sysbench_tables(rows):
+    cells = OrderedDict()
+    by = defaultdict(dict)  # (wl, th) -> target -> round -> row
+    for r in rows:
+        key = (r["workload"], int(r["threads"]))
+        cells[key] = True
+        by[key].setdefault(r["target"], {})[int(r["round"])] = r
+    targets = ordered_targets({r["target"] for r in rows})
+    out = []
+    verdict = {}
+
+    def series(key, t, field):
+        return {rd: fnum(row[field]) for rd, row in by[key].get(t, {}).items()}
+
+    def ratios(key, t, base, field="qps"):
+        a, b = series(key, t, field), series(key, base, field)
+        return [a[rd] / b[rd] for rd in a if rd in b and a[rd] and b[rd]]
+
+    # qps
+    out.append("### Throughput: queries per second (median, [min–max] over rounds)\n")
+    out.append("| workload | threads | " + " | ".join(LABEL.get(t, t) for t in targets) + " |")
+    out.append("|---|---:|" + "---:|" * len(targets))
+    for key in cells:
+        cols = []
+        for t in targets:
+            q = list(series(key, t, "qps").values())
+            lo, hi = rng(q)
+            cols.append((f"{fmt(med(q))} [{fmt(lo)}–{fmt(hi)}]" if len(q) > 1 else fmt(med(q))) if q else "–")
+        out.append(f"| {SHORT_WL.get(key[0], key[0])} | {key[1]} | " + " | ".join(cols) + " |")
+    out.append("")
+
+    # ratios
+    rel = [t for t in targets if t != "direct"]
+    if "direct" in targets or "haproxy" in targets:
+        out.append("### Ratios (median of per-round ratios, (min–max))\n")
+        heads, specs = [], []
+        for t in rel:
+            if "direct" in targets:
+                heads.append(f"{LABEL[t]} ÷ direct")
+                specs.append((t, "direct"))
+        for t in rel:
+            if t != "haproxy" and "haproxy" in targets:
+                heads.append(f"{LABEL[t]} ÷ HAProxy")
+                specs.append((t, "haproxy"))
+        out.append("| workload | threads | " + " | ".join(heads) + " |")
+        out.append("|---|---:|" + "---:|" * len(heads))
+        for key in cells:
+            out.append(
+                f"| {SHORT_WL.get(key[0], key[0])} | {key[1]} | "
+                + " | ".join(fmt_ratio(ratios(key, t, b)) for t, b in specs)
+                + " |"
+            )
+        out.append("")
+
+    # latency
+    out.append("### p95 latency, ms (median over rounds)\n")
+    out.append("| workload | threads | " + " | ".join(LABEL.get(t, t) for t in targets) + " |")
+    out.append("|---|---:|" + "---:|" * len(targets))
+    for key in cells:
+        out.append(
+            f"| {SHORT_WL.get(key[0], key[0])} | {key[1]} | "
+            + " | ".join(fmt(med(list(series(key, t, "p95_ms").values())), 2) for t in targets)
+            + " |"
+        )
+    out.append("")
+
+    # CPU
+    proxies = [t for t in targets if t != "direct"]
+    if proxies:
+        out.append("### Proxy CPU seconds per 10k queries (median, [min–max]; utime+stime of the proxy process)\n")
+        heads = [LABEL[t] for t in proxies]
+        cmp = [t for t in proxies if t != "haproxy"] if "haproxy" in proxies else []
+        heads += [f"{LABEL[t]} ÷ HAProxy" for t in cmp]
+        out.append("| workload | threads | " + " | ".join(heads) + " |")
+        out.append("|---|---:|" + "---:|" * len(heads))
+        for key in cells:
+            cols = []
+            for t in proxies:
+                c = list(series(key, t, "cpu_s_per_10k_queries").values())
+                lo, hi = rng(c)
+                cols.append(
+                    (f"{fmt(med(c), 3)} [{fmt(lo, 3)}–{fmt(hi, 3)}]" if len(c) > 1 else fmt(med(c), 3)) if c else "–"
+                )
+            cols += [fmt_ratio(ratios(key, t, "haproxy", "cpu_s_per_10k_queries")) for t in cmp]
+            out.append(f"| {SHORT_WL.get(key[0], key[0])} | {key[1]} | " + " | ".join(cols) + " |")
+        out.append("")
+
+    # errors and noise
+    errs = defaultdict(int)
+    for r in rows:
+        errs[r["target"]] += int(fnum(r["errors"]) or 0)
+    loads = [fnum(r["load1_before"]) for r in rows] + [fnum(r["load1_after"]) for r in rows]
+    lo, hi = rng(loads)
+    out.append(
+        "Errors counted by sysbench (ignored deadlocks etc., all runs): "
+        + ", ".join(f"{LABEL.get(t, t)} {errs[t]}" for t in targets)
+        + f". 1-minute load average around the runs: {fmt(lo, 2)}–{fmt(hi, 2)} "
+        "(2 cores; sysbench, MariaDB and the proxy share them)."
+    )
+    out.append("")
+
+    # verdicts for ours (pump, 1 worker)
+    if "pump" in targets and "haproxy" in targets:
+        below = []
+        cpu_ratios = []
+        qps_ratios = []
+        for key in cells:
+            # the same statistic as the ratio table: median of the per-round ratios
+            qr = med(ratios(key, "pump", "haproxy"))
+            if qr is not None:
+                qps_ratios.append(qr)
+                if qr < 1.0:
+                    below.append(f"{SHORT_WL.get(key[0], key[0])}/{key[1]} ({qr:.2f}×)")
+            cr = med(ratios(key, "pump", "haproxy", "cpu_s_per_10k_queries"))
+            if cr is not None:
+                cpu_ratios.append((key, cr))
+        span = f"{min(qps_ratios):.2f}–{max(qps_ratios):.2f}× HAProxy per cell" if qps_ratios else ""
+        verdict["qps"] = (
+            not below,
+            f"{span}; " + ("at or above in every cell" if not below else "below in " + ", ".join(below)),
+        )
+        worst = max(cpu_ratios, key=lambda kc: kc[1]) if cpu_ratios else None
+        if worst:
+            allok = all(c <= CPU_TARGET for _, c in cpu_ratios)
+            lo_c = min(c for _, c in cpu_ratios)
+            verdict["cpu"] = (
+                allok,
+                f"{lo_c:.2f}–{worst[1]:.2f}× HAProxy per cell (worst {SHORT_WL.get(worst[0][0], worst[0][0])}/{worst[0][1]})",
+            )
+    return out, verdict, cells, by, targets
+
+
+# ---------------------------------------------------------------------------------------------
+# other phases
+
+
+def idle_table(rows):
+    if not rows:
+        return [], {}
+    out = ["### Idle sessions: RSS growth of the proxy process\n"]
+    out.append("| target | sessions | RSS before (KiB) | RSS after (KiB) | KiB per session |")
+    out.append("|---|---:|---:|---:|---:|")
+    per = {}
+    for r in sorted(rows, key=lambda r: TARGET_ORDER.index(r["target"]) if r["target"] in TARGET_ORDER else 99):
+        per[r["target"]] = fnum(r["kib_per_connection"])
+        out.append(
+            f"| {LABEL.get(r['target'], r['target'])} | {r['connections']} | {r['rss_before_kib']} | "
+            f"{r['rss_after_kib']} | {fnum(r['kib_per_connection']):.2f} |"
+        )
+    out.append("")
+    verdict = {}
+    if "pump" in per and "haproxy" in per and per["haproxy"]:
+        ratio = per["pump"] / per["haproxy"]
+        verdict["rss"] = (ratio <= RSS_TARGET, f"{per['pump']:.2f} vs {per['haproxy']:.2f} KiB = {ratio:.2f}× HAProxy")
+    return out, verdict
+
+
+def bulk_table(rows):
+    if not rows:
+        return [], {}
+    by = defaultdict(lambda: defaultdict(list))
+    cpu = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        by[r["op"]][r["target"]].append(fnum(r["mb_per_s"]))
+        cpu[r["op"]][r["target"]].append(fnum(r["proxy_cpu_s"]))
+    targets = ordered_targets({r["target"] for r in rows})
+    mb = rows[0]["mb"]
+    out = [f"### Bulk: one {mb} MB blob, MB/s (median, [min–max] over {max(len(v) for v in by['select'].values())} reps; proxy CPU s)\n"]
+    out.append("| operation | " + " | ".join(LABEL.get(t, t) for t in targets) + " |")
+    out.append("|---|" + "---:|" * len(targets))
+    verdict = {}
+    notes = []
+    for op in ("insert", "select"):
+        cols = []
+        for t in targets:
+            xs = by[op].get(t, [])
+            lo, hi = rng(xs)
+            c = med(cpu[op].get(t, []))
+            ratio = ""
+            if t != "direct" and med(by[op].get("direct", [])):
+                ratio = f", {med(xs) / med(by[op]['direct']):.2f}× direct"
+            cols.append(
+                f"{fmt(med(xs))} [{fmt(lo)}–{fmt(hi)}]{ratio}" + (f", {c:.2f} s CPU" if c is not None else "")
+            )
+        out.append(f"| {op} | " + " | ".join(cols) + " |")
+        d, p = med(by[op].get("direct", [])), med(by[op].get("pump", []))
+        if d and p:
+            notes.append((op, p / d))
+    out.append("")
+    if notes:
+        verdict["bulk"] = (
+            all(r >= BULK_TARGET for _, r in notes),
+            ", ".join(f"{op} {r:.2f}× direct" for op, r in notes),
+        )
+    return out, verdict
+
+
+def failover_table(rows):
+    if not rows:
+        return [], {}
+    out = ["### Failover: write unavailability (primary killed with SIGKILL, replica promoted)\n"]
+    out.append(
+        "| round | target | write outage (s) | outage from → to (s after kill) | first write after promotion (s) "
+        "| writes ok | failed statements | failed connects | errors by kind | acked rows lost |"
+    )
+    out.append("|---:|---|---:|---|---:|---:|---:|---:|---|---:|")
+    outages = defaultdict(list)
+    for r in rows:
+        name = {"ours": "ours (pump, Consul KV)", "haproxy": "HAProxy (mysql-check)"}.get(r["target"], r["target"])
+        outages[r["target"]].append(fnum(r["outage_s"]))
+        out.append(
+            f"| {r['round']} | {name} | {r['outage_s']} | {r['outage_start_s']} → {r['outage_end_s']} | "
+            f"{r['outage_end_after_promotion_s']} | {r['ok_writes']} | {r['failed_statements']} | "
+            f"{r['failed_connects']} | {r['errors_by_kind'].replace(';', ', ')} | {r['acked_lost']} |"
+        )
+    proms = [fnum(r["promoted_s"]) for r in rows]
+    pubs = [fnum(r["published_s"]) for r in rows]
+    if proms and pubs:
+        out.append("")
+        out.append(
+            f"The failover hook promoted the replica {fmt(min(proms), 3)}–{fmt(max(proms), 3)} s after the kill "
+            f"(relay log applied, `STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only=OFF`) and wrote the Consul "
+            f"key {fmt(min(pubs), 3)}–{fmt(max(pubs), 3)} s after it."
+        )
+    out.append("")
+    verdict = {}
+    if outages.get("ours") and outages.get("haproxy"):
+        o, h = med(outages["ours"]), med(outages["haproxy"])
+        verdict["failover"] = (o < h, f"median outage {o:.3f} s vs HAProxy {h:.3f} s")
+    return out, verdict
+
+
+# ---------------------------------------------------------------------------------------------
+# chart
+
+
+def nice_step(raw):
+    """1, 2 or 5 times a power of ten, at least `raw`."""
+    if raw <= 0:
+        return 1
+    mag = 10 ** math.floor(math.log10(raw))
+    for m in (1, 2, 5, 10):
+        if m * mag >= raw:
+            return m * mag
+    return 10 * mag
+
+
+def svg_chart(path, cells, by, targets):
+    cells = list(cells)
+    if not cells:
+        return
+    W, PH, ML, MR, MT = 1000, 300, 70, 20, 50
+    H = MT + 2 * PH + 150
+    el = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
+        'font-family="sans-serif" font-size="12">',
+        f'<rect width="{W}" height="{H}" fill="white"/>',
+    ]
+
+    def panel(y0, title, field, tgts, digits, ratio_pair=("pump", "haproxy")):
+        vals = {}
+        for key in cells:
+            for t in tgts:
+                xs = [fnum(r[field]) for r in by[key].get(t, {}).values()]
+                xs = [x for x in xs if x is not None]
+                if xs:
+                    vals[(key, t)] = (statistics.median(xs), min(xs), max(xs))
+        if not vals:
+            return
+        step = nice_step(max(v[2] for v in vals.values()) * 1.1 / 5)
+        ticks = int(max(v[2] for v in vals.values()) * 1.1 / step) + 1
+        top = step * ticks
+        pw = W - ML - MR
+        el.append(f'<text x="{ML}" y="{y0 - 12}" font-size="14" font-weight="bold">{title}</text>')
+        # grid
+        for i in range(ticks + 1):
+            v = step * i
+            y = y0 + PH - PH * v / top
+            el.append(f'<line x1="{ML}" x2="{W - MR}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
+            el.append(f'<text x="{ML - 6}" y="{y + 4:.1f}" text-anchor="end">{v:,.{digits}f}</text>')
+        gw = pw / len(cells)
+        bw = gw * 0.8 / len(tgts)
+        for ci, key in enumerate(cells):
+            gx = ML + ci * gw + gw * 0.1
+            for ti, t in enumerate(tgts):
+                if (key, t) not in vals:
+                    continue
+                m, lo, hi = vals[(key, t)]
+                x = gx + ti * bw
+                h = PH * m / top
+                el.append(
+                    f'<rect x="{x:.1f}" y="{y0 + PH - h:.1f}" width="{bw * 0.9:.1f}" height="{h:.1f}" '
+                    f'fill="{COLOR.get(t, "#555")}"><title>{LABEL.get(t, t)} {key[0]} {key[1]} thr: '
+                    f'{m:,.{digits}f} [{lo:,.{digits}f}–{hi:,.{digits}f}]</title></rect>'
+                )
+                cx = x + bw * 0.45
+                ylo, yhi = y0 + PH - PH * lo / top, y0 + PH - PH * hi / top
+                el.append(f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{ylo:.1f}" y2="{yhi:.1f}" stroke="black"/>')
+            if ("pump", "haproxy") == ratio_pair and (key, "pump") in vals and (key, "haproxy") in vals:
+                r = vals[(key, "pump")][0] / vals[(key, "haproxy")][0]
+                el.append(
+                    f'<text x="{ML + ci * gw + gw / 2:.1f}" y="{y0 + 12}" text-anchor="middle" '
+                    f'font-size="11" fill="{COLOR["pump"]}">pump÷HAProxy {r:.2f}</text>'
+                )
+            label = f"{SHORT_WL.get(key[0], key[0])} {key[1]}t"
+            el.append(
+                f'<text x="{ML + ci * gw + gw / 2:.1f}" y="{y0 + PH + 16}" text-anchor="middle">{label}</text>'
+            )
+        el.append(f'<line x1="{ML}" x2="{W - MR}" y1="{y0 + PH}" y2="{y0 + PH}" stroke="black"/>')
+
+    panel(MT, "sysbench queries per second (median of rounds; whisker = min–max)", "qps", targets, 0)
+    proxies = [t for t in targets if t != "direct"]
+    panel(
+        MT + PH + 70,
+        "proxy CPU seconds per 10k queries (lower is better)",
+        "cpu_s_per_10k_queries",
+        proxies,
+        2,
+    )
+    lx = ML
+    ly = H - 30
+    for t in targets:
+        el.append(f'<rect x="{lx}" y="{ly - 10}" width="12" height="12" fill="{COLOR.get(t, "#555")}"/>')
+        el.append(f'<text x="{lx + 16}" y="{ly}">{LABEL.get(t, t)}</text>')
+        lx += 40 + 7 * len(LABEL.get(t, t))
+    el.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(el) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main():
+    d = sys.argv[1] if len(sys.argv) > 1 else "docs/perf"
+    env = read_env(os.path.join(d, "machine.env"))
+    sb = read_csv(os.path.join(d, "results.csv"))
+    md = ["# consul-mysql-proxy performance results", ""]
+    if env.get("quick") == "1":
+        md += ["**Quick smoke run (`BENCH_QUICK=1`): short runs, one round — not for conclusions.**", ""]
+    md.append(
+        f"Measured {env.get('date', '?')} on {env.get('nproc', '?')} × {env.get('cpu', '?')}, "
+        f"{env.get('mem', '?')} RAM, Linux {env.get('kernel', '?')}; MariaDB {env.get('mariadb', '?')}, "
+        f"HAProxy {env.get('haproxy', '?')}, sysbench {env.get('sysbench', '?')}, proxy {env.get('proxy', '?')} "
+        f"(rustc {env.get('rustc', '?')}, release). Everything on one machine over loopback: the client "
+        "(sysbench or the Python harness), the proxy and MariaDB share the cores."
+    )
+    md.append("")
+    verdict = {}
+    cells, by, targets = [], {}, []
+    if sb:
+        rounds = len({r["round"] for r in sb})
+        secs = sb[0]["time_s"]
+        md.append(
+            f"sysbench: 4 tables × 10k rows, {rounds} interleaved round(s) of {secs} s per run; targets in "
+            "rotated order within each cell. Targets: "
+            + "; ".join(TARGET_DOC.get(t, t) for t in ordered_targets({r["target"] for r in sb}))
+            + "."
+        )
+        md.append("")
+        t, v, cells, by, targets = sysbench_tables(sb)
+        md += t
+        verdict.update(v)
+        svg_chart(os.path.join(d, "chart.svg"), cells, by, targets)
+        md += ["![qps and CPU per query](chart.svg)", ""]
+    for fn, name in ((idle_table, "idle.csv"), (bulk_table, "bulk.csv"), (failover_table, "failover.csv")):
+        t, v = fn(read_csv(os.path.join(d, name)))
+        md += t
+        verdict.update(v)
+
+    extra = []
+    for name, what in (
+        ("profile-pump.txt", "perf/strace profile of ours"),
+        ("profile-haproxy.txt", "perf/strace profile of HAProxy"),
+        ("criterion.md", "criterion micro-benchmarks of the relay"),
+    ):
+        if os.path.exists(os.path.join(d, name)):
+            extra.append(f"[{name}]({name}) ({what})")
+    if extra:
+        md += ["Also here: " + ", ".join(extra) + ".", ""]
+    if verdict:
+        md += ["### Targets (ours = `--relay pump`, 1 worker)\n", "| target | met? | measured |", "|---|---|---|"]
+        names = {
+            "qps": "sysbench qps ≥ HAProxy in every cell",
+            "cpu": f"proxy CPU per query ≤ {CPU_TARGET}× HAProxy",
+            "rss": f"RSS per idle connection ≤ {RSS_TARGET}× HAProxy",
+            "bulk": f"50 MB blob ≥ {BULK_TARGET}× direct throughput",
+            "failover": "write outage on failover below HAProxy's (mysql-check)",
+        }
+        for k in ("qps", "cpu", "rss", "bulk", "failover"):
+            if k in verdict:
+                ok, text = verdict[k]
+                md.append(f"| {names[k]} | {'met' if ok else '**missed**'} | {text} |")
+        md.append("")
+    with open(os.path.join(d, "results.md"), "w") as f:
+        f.write("\n".join(md))
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()

@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::backends::{EchoBackend, GREETING, echoes, greeted};
-use support::consul::{ServiceDef, TestConsul};
+use support::consul::TestConsul;
 use support::mariadb::{MariaDbPair, StopHow, port_via, wait_routed_to};
 use support::proxy::Proxy;
 use support::workload::{CREATE_TABLE, ErrorKind, Writers, rows_on};
@@ -18,34 +18,6 @@ use tokio::net::TcpStream;
 const T: Duration = Duration::from_secs(30);
 /// How long writers run before and after each event.
 const LOAD: Duration = Duration::from_millis(1500);
-
-/// Registers both nodes under service `mysql` with TTL checks the test drives, the way a
-/// failover tool updates Consul; `active` passes.
-async fn register_pair(consul: &TestConsul, pair: &MariaDbPair) {
-    for (id, port) in [
-        ("mysql-a", pair.primary.port()),
-        ("mysql-b", pair.replica.port()),
-    ] {
-        consul
-            .register(
-                &ServiceDef::new("mysql")
-                    .id(id)
-                    .tags(&["primary"])
-                    .address("127.0.0.1")
-                    .port(port)
-                    .ttl_check(Duration::from_secs(600)),
-            )
-            .await;
-    }
-    consul.check_pass("service:mysql-a").await;
-    consul.wait_passing("mysql", Some("primary"), 1).await;
-}
-
-/// The failover tool's last step: Consul now says b is the primary.
-async fn consul_points_to_b(consul: &TestConsul) {
-    consul.check_fail("service:mysql-a").await;
-    consul.check_pass("service:mysql-b").await;
-}
 
 fn proxy(consul: &TestConsul, extra: &[&str]) -> Proxy {
     let url = consul.http_url();
@@ -67,7 +39,9 @@ async fn planned_switchover_loses_no_acknowledged_write() {
     pair.primary.admin_exec(CREATE_TABLE).await;
     pair.wait_replicated().await;
     let consul = TestConsul::start().await;
-    register_pair(&consul, &pair).await;
+    consul
+        .register_pair(pair.primary.addr(), pair.replica.addr())
+        .await;
     let proxy = proxy(&consul, &[]);
     let (a, b) = (pair.primary.addr(), pair.replica.addr());
     let writers = Writers::start(proxy.addr(), 8);
@@ -77,7 +51,7 @@ async fn planned_switchover_loses_no_acknowledged_write() {
     let begin = Instant::now();
     pair.switchover().await;
     let mark = proxy.log.len();
-    consul_points_to_b(&consul).await;
+    consul.points_to_b().await;
     proxy.wait_for_log_from(mark, "primary changed", T).await;
     let switched = Instant::now();
     tokio::time::sleep(LOAD).await;
@@ -125,7 +99,9 @@ async fn primary_killed_then_replica_promoted_writes_resume() {
     pair.primary.admin_exec(CREATE_TABLE).await;
     pair.wait_replicated().await;
     let consul = TestConsul::start().await;
-    register_pair(&consul, &pair).await;
+    consul
+        .register_pair(pair.primary.addr(), pair.replica.addr())
+        .await;
     let proxy = proxy(&consul, &[]);
     let b = pair.replica.addr();
     let writers = Writers::start(proxy.addr(), 8);
@@ -133,7 +109,7 @@ async fn primary_killed_then_replica_promoted_writes_resume() {
 
     let killed = Instant::now();
     pair.promote(StopHow::Kill9).await;
-    consul_points_to_b(&consul).await;
+    consul.points_to_b().await;
     let promoted = Instant::now();
     tokio::time::sleep(LOAD).await;
     let report = writers.stop().await;
@@ -174,7 +150,9 @@ async fn frozen_primary_holds_new_clients_until_promotion() {
     pair.primary.admin_exec(CREATE_TABLE).await;
     pair.wait_replicated().await;
     let consul = TestConsul::start().await;
-    register_pair(&consul, &pair).await;
+    consul
+        .register_pair(pair.primary.addr(), pair.replica.addr())
+        .await;
     let proxy = proxy(&consul, &[]);
     let new_port = pair.replica.port();
     let writers = Writers::start(proxy.addr(), 4);
@@ -195,7 +173,7 @@ async fn frozen_primary_holds_new_clients_until_promotion() {
 
     // The failover tool fences A (kill -9 of the frozen process) and promotes B.
     pair.promote(StopHow::Kill9).await;
-    consul_points_to_b(&consul).await;
+    consul.points_to_b().await;
     assert_eq!(
         held.await.unwrap(),
         new_port,
@@ -226,7 +204,9 @@ async fn frozen_primary_holds_new_clients_until_promotion() {
 async fn demoted_primary_is_refused_with_verify_writable() {
     let pair = MariaDbPair::start().await;
     let consul = TestConsul::start().await;
-    register_pair(&consul, &pair).await;
+    consul
+        .register_pair(pair.primary.addr(), pair.replica.addr())
+        .await;
     let url = consul.http_url();
     let proxy = Proxy::start_with_env(
         &[

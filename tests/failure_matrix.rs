@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 use support::backends::SilentBackend;
-use support::consul::{ServiceDef, TestConsul};
+use support::consul::TestConsul;
 use support::mariadb::{MariaDb, MariaDbPair, PairOptions, StopHow, app_opts};
 use support::netns::{Dir, Impairment, NetNs};
 use support::proxy::Proxy;
@@ -53,32 +53,6 @@ fn lo() -> IpAddr {
 
 // ---------------------------------------------------------------------------------------------
 // Consul: the failover tool's view
-
-/// Registers `mysql-a` (passing) and `mysql-b` (critical) under service `mysql`, tag
-/// `primary`, with TTL checks the test drives the way a failover tool updates Consul.
-async fn register_pair(consul: &TestConsul, a: SocketAddr, b: SocketAddr) {
-    for (id, addr, status) in [("mysql-a", a, "passing"), ("mysql-b", b, "critical")] {
-        consul
-            .register(
-                &ServiceDef::new("mysql")
-                    .id(id)
-                    .tags(&["primary"])
-                    .address(&addr.ip().to_string())
-                    .port(addr.port())
-                    .ttl_check(Duration::from_secs(600))
-                    .status(status),
-            )
-            .await;
-    }
-    consul.check_pass("service:mysql-a").await;
-    consul.wait_passing("mysql", Some("primary"), 1).await;
-}
-
-/// Consul now says b is the primary (a's check fails, b's passes).
-async fn consul_points_to_b(consul: &TestConsul) {
-    consul.check_fail("service:mysql-a").await;
-    consul.check_pass("service:mysql-b").await;
-}
 
 /// The proxy with the settings every scenario shares: clients are held up to 20 s, a server
 /// must greet within 500 ms and accept TCP within 1 s.
@@ -320,7 +294,7 @@ async fn consul_agent_crash_and_restart(extra: &[&str]) {
         .trim_start_matches("http://")
         .parse()
         .unwrap();
-    register_pair(&consul, a, b).await;
+    consul.register_pair(a, b).await;
     let proxy = start_proxy(&consul, extra);
     assert_eq!(server_id_via(proxy.addr()).await, a_id);
     let mut open = connect(proxy.addr()).await;
@@ -360,7 +334,7 @@ async fn consul_agent_crash_and_restart(extra: &[&str]) {
     })
     .await;
     let restarted = Instant::now();
-    register_pair(&consul, a, b).await;
+    consul.register_pair(a, b).await;
     let faults = consul.faults().expect("the double");
     // Within the backoff cap (10 s) plus one short read.
     proxy
@@ -378,7 +352,7 @@ async fn consul_agent_crash_and_restart(extra: &[&str]) {
     // A failover after the restart is followed.
     pair.switchover().await;
     let changed = Instant::now();
-    consul_points_to_b(&consul).await;
+    consul.points_to_b().await;
     let routed = wait_routed_to(&proxy, b_id).await;
     let switch = changed.elapsed();
     assert!(
@@ -436,7 +410,9 @@ async fn consul_link_failures_keep_routing_back_off_and_recover() {
     let Some(faults) = consul.faults_or_skip("consul_link_failures_keep_routing") else {
         return;
     };
-    register_pair(&consul, pair.primary.addr(), pair.replica.addr()).await;
+    consul
+        .register_pair(pair.primary.addr(), pair.replica.addr())
+        .await;
     let proxy = start_proxy(&consul, &["--consul-wait", "2s"]);
     assert_eq!(server_id_via(proxy.addr()).await, a_id);
     let path = "/v1/health/service/mysql";
@@ -516,7 +492,7 @@ async fn consul_link_failures_keep_routing_back_off_and_recover() {
     // Consul works again: a real change is followed.
     pair.switchover().await;
     let changed = Instant::now();
-    consul_points_to_b(&consul).await;
+    consul.points_to_b().await;
     wait_routed_to(&proxy, b_id).await;
     let switch = changed.elapsed();
     eprintln!(
@@ -543,7 +519,9 @@ async fn db_link_loss_errors_stuck_clients_within_the_user_timeout_and_new_clien
     .await;
     let (a_id, b_id) = (pair.primary.server_id(), pair.replica.server_id());
     let consul = TestConsul::start().await;
-    register_pair(&consul, pair.primary.addr(), pair.replica.addr()).await;
+    consul
+        .register_pair(pair.primary.addr(), pair.replica.addr())
+        .await;
     let proxy = start_proxy_short_keepalive(&consul);
     assert_eq!(server_id_via(proxy.addr()).await, a_id);
 
@@ -588,7 +566,7 @@ async fn db_link_loss_errors_stuck_clients_within_the_user_timeout_and_new_clien
         .admin_exec("STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only = OFF")
         .await;
     let flipped = Instant::now();
-    consul_points_to_b(&consul).await;
+    consul.points_to_b().await;
     let (held_result, held_at) = within(T, "held client", held).await;
     assert_eq!(
         held_result,
@@ -626,7 +604,7 @@ async fn primary_power_loss_errors_old_connections_in_bounded_time_and_reroutes_
     let b_id = pair.replica.server_id();
     let b = pair.replica.addr();
     let consul = TestConsul::start().await;
-    register_pair(&consul, pair.primary.addr(), b).await;
+    consul.register_pair(pair.primary.addr(), b).await;
     let proxy = start_proxy_short_keepalive(&consul);
     let writers = Writers::start(proxy.addr(), 4);
     let idle = spawn_wait_closed(raw_idle_client(proxy.addr()).await, T);
@@ -653,7 +631,7 @@ async fn primary_power_loss_errors_old_connections_in_bounded_time_and_reroutes_
         "new clients are held"
     );
     pair.promote(StopHow::Kill9).await;
-    consul_points_to_b(&consul).await;
+    consul.points_to_b().await;
     let promoted = Instant::now();
     let mut held_after = Duration::ZERO;
     for h in held {
@@ -732,7 +710,7 @@ async fn hung_db_that_never_greets_holds_clients_until_consul_switches() {
     let silent = SilentBackend::start().await;
     let db = MariaDb::start(lo()).await;
     let consul = TestConsul::start().await;
-    register_pair(&consul, silent.addr, db.addr()).await;
+    consul.register_pair(silent.addr, db.addr()).await;
     let proxy = start_proxy(&consul, &[]);
     let impatient = start_proxy(&consul, &["--hold-timeout", "1s"]);
 
@@ -758,7 +736,7 @@ async fn hung_db_that_never_greets_holds_clients_until_consul_switches() {
     assert!(message.contains("no greeting within 500ms"), "{message}");
 
     let flipped = Instant::now();
-    consul_points_to_b(&consul).await;
+    consul.points_to_b().await;
     let mut routed = Vec::new();
     for c in clients {
         let (r, at) = within(T, "held client", c).await;
@@ -787,7 +765,7 @@ async fn held_clients_follow_a_switch_without_waiting_out_the_greeting_timeout()
     let silent = SilentBackend::start().await;
     let db = MariaDb::start(lo()).await;
     let consul = TestConsul::start().await;
-    register_pair(&consul, silent.addr, db.addr()).await;
+    consul.register_pair(silent.addr, db.addr()).await;
     let url = consul.http_url();
     let proxy = Proxy::start(&["--consul", &url, "--hold-timeout", "30s"]);
     let mark = proxy.log.len();
@@ -798,7 +776,7 @@ async fn held_clients_follow_a_switch_without_waiting_out_the_greeting_timeout()
     // The clients are now in their second greeting wait on the hung server.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let flipped = Instant::now();
-    consul_points_to_b(&consul).await;
+    consul.points_to_b().await;
     let mut slowest = Duration::ZERO;
     for c in clients {
         let (r, at) = within(T, "held client", c).await;
@@ -817,7 +795,9 @@ async fn frozen_primary_hangs_open_connections_until_the_failover_closes_them() 
     let pair = MariaDbPair::start().await;
     let b_id = pair.replica.server_id();
     let consul = TestConsul::start().await;
-    register_pair(&consul, pair.primary.addr(), pair.replica.addr()).await;
+    consul
+        .register_pair(pair.primary.addr(), pair.replica.addr())
+        .await;
     let proxy = start_proxy_short_keepalive(&consul);
     let open = connect(proxy.addr()).await;
 
@@ -843,7 +823,7 @@ async fn frozen_primary_hangs_open_connections_until_the_failover_closes_them() 
         .admin_exec("STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only = OFF")
         .await;
     let flipped = Instant::now();
-    consul_points_to_b(&consul).await;
+    consul.points_to_b().await;
     let (stuck_result, stuck_at) = within(T, "query on the frozen primary", stuck).await;
     assert!(stuck_result.is_err(), "closed by the failover");
     let (held_result, held_at) = within(T, "held client", held).await;
@@ -942,7 +922,9 @@ async fn cpu_saturation_keeps_relaying_correct() {
     let db = MariaDb::start(lo()).await;
     db.admin_exec(CREATE_TABLE).await;
     let consul = TestConsul::start().await;
-    register_pair(&consul, db.addr(), support::backends::closed_port()).await;
+    consul
+        .register_pair(db.addr(), support::backends::closed_port())
+        .await;
     let proxy = start_proxy(&consul, &[]);
     let phase = pick(Duration::from_secs(4), Duration::from_secs(15));
 
@@ -1052,7 +1034,9 @@ async fn degraded_link_to_the_backend_keeps_every_byte_intact() {
         .await;
     db.admin_exec(CREATE_TABLE).await;
     let consul = TestConsul::start().await;
-    register_pair(&consul, db.addr(), support::backends::closed_port()).await;
+    consul
+        .register_pair(db.addr(), support::backends::closed_port())
+        .await;
     let proxy = start_proxy(&consul, &[]);
     let size = if long() { 10 << 20 } else { 2 << 20 };
     let blob: Vec<u8> = (0..size).map(|_| fastrand::u8(..)).collect();
@@ -1115,7 +1099,7 @@ async fn db_stops_then_clients_are_rerouted(how: StopHow) {
     let b_id = pair.replica.server_id();
     let b = pair.replica.addr();
     let consul = TestConsul::start().await;
-    register_pair(&consul, pair.primary.addr(), b).await;
+    consul.register_pair(pair.primary.addr(), b).await;
     let proxy = start_proxy(&consul, &[]);
     let writers = Writers::start(proxy.addr(), 4);
     let busy = spawn_query(connect(proxy.addr()).await, "SELECT SLEEP(60)");
@@ -1157,7 +1141,7 @@ async fn db_stops_then_clients_are_rerouted(how: StopHow) {
     assert!(!held.is_finished(), "a new client is held");
 
     pair.promote(how).await;
-    consul_points_to_b(&consul).await;
+    consul.points_to_b().await;
     let promoted = Instant::now();
     let (held_result, held_at) = within(T, "held client", held).await;
     assert_eq!(
@@ -1268,7 +1252,9 @@ async fn flapping_primary_check_without_a_standby_is_bounded() {
     pair.primary.admin_exec(CREATE_TABLE).await;
     let a_id = pair.primary.server_id();
     let consul = TestConsul::start().await;
-    register_pair(&consul, pair.primary.addr(), pair.replica.addr()).await;
+    consul
+        .register_pair(pair.primary.addr(), pair.replica.addr())
+        .await;
     let proxy = start_proxy(&consul, &[]);
     const WRITERS: u32 = 4;
     let writers = Writers::start(proxy.addr(), WRITERS);
@@ -1394,7 +1380,9 @@ async fn flapping_with_a_second_passing_instance_switches_once_and_sticks() {
     let pair = MariaDbPair::start().await;
     let (a_id, b_id) = (pair.primary.server_id(), pair.replica.server_id());
     let consul = TestConsul::start().await;
-    register_pair(&consul, pair.primary.addr(), pair.replica.addr()).await;
+    consul
+        .register_pair(pair.primary.addr(), pair.replica.addr())
+        .await;
     let proxy = start_proxy(&consul, &[]);
     let mut open = connect(proxy.addr()).await;
     let run = pick(Duration::from_secs(6), Duration::from_secs(15));

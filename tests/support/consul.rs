@@ -450,4 +450,30 @@ impl TestConsul {
             index = if idx < index { 0 } else { idx };
         }
     }
+
+    /// Registers `mysql-a` at `a` (passing) and `mysql-b` at `b` (critical) under service
+    /// `mysql`, tag `primary`, with TTL checks the test drives the way a failover tool updates
+    /// Consul; returns once `a` is the one passing instance.
+    pub async fn register_pair(&self, a: SocketAddr, b: SocketAddr) {
+        for (id, addr, status) in [("mysql-a", a, "passing"), ("mysql-b", b, "critical")] {
+            self.register(
+                &ServiceDef::new("mysql")
+                    .id(id)
+                    .tags(&["primary"])
+                    .address(&addr.ip().to_string())
+                    .port(addr.port())
+                    .ttl_check(Duration::from_secs(600))
+                    .status(status),
+            )
+            .await;
+        }
+        self.check_pass("service:mysql-a").await;
+        self.wait_passing("mysql", Some("primary"), 1).await;
+    }
+
+    /// The failover tool's last step: Consul now says `mysql-b` is the primary.
+    pub async fn points_to_b(&self) {
+        self.check_fail("service:mysql-a").await;
+        self.check_pass("service:mysql-b").await;
+    }
 }

@@ -3,9 +3,9 @@
 //! Three paths to the same in-process backend server:
 //!
 //! * `direct`: the client talks to the backend itself (the floor);
-//! * `pump`: through [`consul_mysql_proxy::relay::pump::pump`], the lean readiness-based relay
+//! * `pump`: through [`consul_mysql_proxy::data::relay::pump::pump`], the lean readiness-based relay
 //!   (`--relay pump`, the default);
-//! * `copy`: through [`consul_mysql_proxy::relay::pump::copy`] (tokio's `copy_bidirectional`,
+//! * `copy`: through [`consul_mysql_proxy::data::relay::copy::copy`] (tokio's `copy_bidirectional`,
 //!   `--relay copy`, the reference).
 //!
 //! ```text
@@ -226,10 +226,12 @@ fn start_relay(path: Path, backend: SocketAddr) -> SocketAddr {
                     let _ = server.set_nodelay(true);
                     let _ = match path {
                         Path::Pump => {
-                            consul_mysql_proxy::relay::pump::pump(&mut client, &mut server).await
+                            consul_mysql_proxy::data::relay::pump::pump(&mut client, &mut server)
+                                .await
                         }
                         Path::Copy => {
-                            consul_mysql_proxy::relay::pump::copy(&mut client, &mut server).await
+                            consul_mysql_proxy::data::relay::copy::copy(&mut client, &mut server)
+                                .await
                         }
                         Path::Direct => unreachable!("no relay for the direct path"),
                     };

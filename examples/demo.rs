@@ -230,11 +230,11 @@ async fn follow_proxy(proxy: &Proxy, from: usize, until: &str, clock: &Clock) ->
     let mut at = from;
     loop {
         let line = proxy
-            .wait_for_log_from(at, "consul_mysql_proxy::failover", LIMIT)
+            .wait_for_log_from(at, "consul_mysql_proxy::control::failover", LIMIT)
             .await;
         at = proxy.log.len();
         let text = line
-            .split("consul_mysql_proxy::failover: ")
+            .split("consul_mysql_proxy::control::failover: ")
             .nth(1)
             .unwrap_or(&line)
             .to_owned();

@@ -2,6 +2,7 @@
 # Fuzzes the pure parsers with cargo-fuzz (libFuzzer + AddressSanitizer):
 #   config       TOML text -> Settings::from_toml -> Config::resolve
 #   consul_json  Consul HTTP bodies -> decode_health / decode_catalog / decode_kv
+#   consul_http  whole Consul HTTP answers (status, headers, body) -> interpret -> decoders
 #   kv_value     leader key values -> parse_primary_value
 #   dns_answer   DNS response bytes -> Message::from_vec -> answer::read_reply, SRV/A handling
 #
@@ -22,7 +23,7 @@ shift || true
 if [ "$#" -gt 0 ]; then
     targets=("$@")
 else
-    targets=(config consul_json kv_value dns_answer)
+    targets=(config consul_json consul_http kv_value dns_answer)
 fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

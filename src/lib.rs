@@ -5,40 +5,28 @@
 //! rewritten (TLS, auth plugins, compression pass through); the only bytes the proxy writes
 //! itself are an ERR packet for a client that could not be given a primary.
 //!
-//! How a connection flows through the modules:
+//! The crate is laid out by role (`docs/architecture.md` has the picture):
 //!
-//! - [`config`]: flags, env vars and the TOML file, layered into one validated [`config::Config`].
-//! - [`discovery`]: a source (static, Consul health/catalog/KV, DNS) observes candidates;
-//!   [`selection`] turns candidates into one primary (sticky, split-brain aware);
-//! - [`primary`]: the published "current primary" — a `watch` value with an epoch and a
-//!   per-primary `leave` token;
-//! - [`fence`]: with `verify_writable`, a read-only server is never adopted as the primary;
-//! - [`failover`]: on a change, decides when connections of the old primary are closed, and logs
-//!   the failover timeline;
-//! - [`listener`]: accept loop with the connection cap; [`connection`]: hold, connect, greeting
-//!   check, relay; [`relay`]: the byte pumps; [`mysql_packet`]: the ERR packet;
-//! - [`server`]: wires it all together, runs the workers and the ordered shutdown;
-//! - [`admin`]: `/healthz`, `/readyz`, `/status`, `/metrics` over HTTP; [`status`]: what discovery
-//!   last saw;
-//! - [`metrics`], [`telemetry`], [`limits`]: counters, logs, process limits;
-//! - [`check`]: `consul-mysql-proxy check`, the Consul script check for each MySQL node;
-//!   [`healthcheck`]: `consul-mysql-proxy healthcheck`, the container HEALTHCHECK.
+//! - [`config`]: flags, env vars and the TOML file, layered into one validated
+//!   [`config::Config`]. Depends on no component.
+//! - [`control`] — *who is the primary*: discovery sources (static, Consul, DNS) send
+//!   observations to the control loop, which selects one primary, fences it
+//!   (`verify_writable`), publishes it as a `watch` value and applies the failover policy.
+//! - [`data`] — *the bytes*: the accept loop, each connection's hold → connect → relay
+//!   lifecycle, the byte pumps and the ERR packet. Reads the published primary, never writes it.
+//! - [`ops`] — *what operators see*: the admin endpoint, metrics, discovery status, logs,
+//!   process limits. Reads shared state, never blocks the relay.
+//! - [`cli`]: the `check` and `healthcheck` subcommands.
+//! - [`server`]: wires the sides together, applies reloads and shuts down in order.
+//! - `util`: leaf helpers (secrets, PEM files, char-safe text, wall-clock stamps).
+//!
+//! Dependencies point one way: `server` → `data`/`ops`/`control` → `config` → `util`; `data`
+//! and `ops` read `control`'s published value; `control` knows nothing of `data`.
 
-pub mod admin;
-pub mod check;
+pub mod cli;
 pub mod config;
-pub mod connection;
-pub mod discovery;
-pub mod failover;
-pub mod fence;
-pub mod healthcheck;
-pub mod limits;
-pub mod listener;
-pub mod metrics;
-pub mod mysql_packet;
-pub mod primary;
-pub mod relay;
-pub mod selection;
+pub mod control;
+pub mod data;
+pub mod ops;
 pub mod server;
-pub mod status;
-pub mod telemetry;
+pub(crate) mod util;

@@ -9,13 +9,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
-use consul_mysql_proxy::check::{self, CheckArgs};
-use consul_mysql_proxy::config::{Config, Settings};
-use consul_mysql_proxy::healthcheck::{self, HealthcheckArgs};
+use clap::{CommandFactory, FromArgMatches, Parser};
+use consul_mysql_proxy::cli::check::{self, CheckArgs};
+use consul_mysql_proxy::cli::healthcheck::{self, HealthcheckArgs};
+use consul_mysql_proxy::config::{Config, Settings, defaults};
+use consul_mysql_proxy::ops::limits;
+use consul_mysql_proxy::ops::telemetry::{self, LogHandle};
 use consul_mysql_proxy::server::Server;
-use consul_mysql_proxy::telemetry::LogHandle;
-use consul_mysql_proxy::{limits, telemetry};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -51,8 +51,14 @@ enum Command {
     Healthcheck(HealthcheckArgs),
 }
 
+/// Parses argv with the built-in defaults written into `--help` from the one defaults table.
+fn parse_cli() -> Result<Cli, clap::Error> {
+    let mut matches = defaults::annotate_help(Cli::command()).try_get_matches()?;
+    Cli::from_arg_matches_mut(&mut matches)
+}
+
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match parse_cli() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
             // --help / --version

@@ -25,14 +25,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::admin::{self, AdminState};
 use crate::config::Config;
-use crate::connection::ConnContext;
-use crate::discovery;
-use crate::listener;
-use crate::metrics::Metrics;
-use crate::primary::PrimaryPublisher;
-use crate::status::DiscoveryStatus;
+use crate::control::control_loop;
+use crate::control::primary::PrimaryPublisher;
+use crate::control::supervisor::supervise;
+use crate::data::connection::ConnContext;
+use crate::data::listener;
+use crate::ops::admin::{self, AdminState};
+use crate::ops::metrics::Metrics;
+use crate::ops::status::DiscoveryStatus;
 
 /// Errors that stop the proxy from starting.
 #[derive(Debug, thiserror::Error)]
@@ -128,8 +129,8 @@ impl Server {
             local_addr,
             metrics,
         } = self;
-        let hard_stop = CancellationToken::new();
-        let stop_accepting = CancellationToken::new();
+        let shutdown_order = Shutdown::default();
+        let hard_stop = shutdown_order.hard_stop.clone();
         let (publisher, primary) = PrimaryPublisher::new(hard_stop.clone(), "discovery starting");
         let publisher = Arc::new(publisher);
         let refresh = Arc::new(Notify::new());
@@ -143,10 +144,6 @@ impl Server {
             hard_stop: hard_stop.clone(),
         };
         let limit = Arc::new(Semaphore::new(config.max_connections));
-        // Connections, and separately the accept loops (so shutdown knows when every listening
-        // socket is closed).
-        let tracker = TaskTracker::new();
-        let accepting = TaskTracker::new();
         let start_discovery = |config: Arc<Config>| {
             DiscoveryTask::start(
                 config,
@@ -158,7 +155,6 @@ impl Server {
         };
         let mut discovery = start_discovery(config.clone());
 
-        let stop_admin = CancellationToken::new();
         if let Some(std_listener) = admin {
             let addr = admin_addr.unwrap_or(local_addr);
             let listener = TcpListener::from_std(std_listener)
@@ -169,7 +165,11 @@ impl Server {
                 discovery: discovery_status.clone(),
                 config: config_rx.clone(),
             };
-            tokio::spawn(admin::serve(listener, state, stop_admin.clone()));
+            tokio::spawn(admin::serve(
+                listener,
+                state,
+                shutdown_order.stop_admin.clone(),
+            ));
             info!(addr = %addr, "admin endpoint listening");
         }
 
@@ -178,9 +178,9 @@ impl Server {
             let (ctx, limit, tracker, accepting, stop) = (
                 ctx.clone(),
                 limit.clone(),
-                tracker.clone(),
-                accepting.clone(),
-                stop_accepting.clone(),
+                shutdown_order.connections.clone(),
+                shutdown_order.accepting.clone(),
+                shutdown_order.stop_accepting.clone(),
             );
             if index == 0 {
                 let listener =
@@ -220,31 +220,63 @@ impl Server {
             }
         }
 
-        stop_accepting.cancel();
-        accepting.close();
-        accepting.wait().await; // every listening socket is closed now
-        tracker.close();
         let grace = config_tx.borrow().shutdown_grace;
+        shutdown_order.run(grace, discovery, threads).await;
+        info!("stopped");
+        Ok(())
+    }
+}
+
+/// Every handle the ordered shutdown needs, documented in the order [`Shutdown::run`] uses them.
+#[derive(Default)]
+struct Shutdown {
+    /// Cancelled first: the accept loops return, dropping their listening sockets.
+    stop_accepting: CancellationToken,
+    /// The accept loops, so shutdown knows when every listening socket is closed.
+    accepting: TaskTracker,
+    /// Every connection task (all workers); waited for up to `shutdown_grace`.
+    connections: TaskTracker,
+    /// Cancelled when the grace runs out: relays close, held clients get an ERR packet. Parent of
+    /// every primary's `leave` token.
+    hard_stop: CancellationToken,
+    /// Cancelled last: the admin endpoint stops answering (`/readyz` stays truthful until then).
+    stop_admin: CancellationToken,
+}
+
+impl Shutdown {
+    /// Stop accepting → wait `grace` for open connections → hard stop → discovery → admin →
+    /// worker threads.
+    async fn run(
+        self,
+        grace: Duration,
+        discovery: DiscoveryTask,
+        threads: Vec<std::thread::JoinHandle<()>>,
+    ) {
+        self.stop_accepting.cancel();
+        self.accepting.close();
+        self.accepting.wait().await; // every listening socket is closed now
+        self.connections.close();
         info!(
-            open_connections = tracker.len(),
+            open_connections = self.connections.len(),
             grace_s = grace.as_secs_f64(),
             "shutting down: no longer accepting; waiting for open connections"
         );
-        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        if tokio::time::timeout(grace, self.connections.wait())
+            .await
+            .is_err()
+        {
             info!(
-                open_connections = tracker.len(),
+                open_connections = self.connections.len(),
                 "shutdown grace expired: closing remaining connections"
             );
         }
-        hard_stop.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
+        self.hard_stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.connections.wait()).await;
         discovery.stop().await;
-        stop_admin.cancel();
+        self.stop_admin.cancel();
         for thread in threads {
             let _ = thread.join();
         }
-        info!("stopped");
-        Ok(())
     }
 }
 
@@ -263,13 +295,22 @@ impl DiscoveryTask {
         status: Arc<DiscoveryStatus>,
     ) -> DiscoveryTask {
         let stop = CancellationToken::new();
-        let handle = tokio::spawn(discovery::run(
-            config,
-            publisher,
-            metrics,
-            refresh,
-            status,
+        let loop_stop = stop.clone();
+        let handle = tokio::spawn(supervise(
+            "control loop",
+            metrics.clone(),
+            status.clone(),
             stop.clone(),
+            move || {
+                control_loop::run(
+                    config.clone(),
+                    publisher.clone(),
+                    metrics.clone(),
+                    refresh.clone(),
+                    status.clone(),
+                    loop_stop.child_token(),
+                )
+            },
         ));
         DiscoveryTask { stop, handle }
     }
@@ -308,8 +349,7 @@ fn discovery_changed(old: &Config, new: &Config) -> bool {
         || old.service != new.service
         || old.on_multiple != new.on_multiple
         || old.fence != new.fence
-        || old.on_failover != new.on_failover
-        || old.drain_grace != new.drain_grace
+        || old.failover != new.failover
 }
 
 /// Grows or shrinks the connection limit in place. Shrinking waits for connections to end:

@@ -2,15 +2,17 @@
 //! servers or a `DecodeError`, never a panic.
 #![no_main]
 
-use consul_mysql_proxy::discovery::consul::decode::{decode_catalog, decode_health, decode_kv};
+use consul_mysql_proxy::config::HealthRules;
+use consul_mysql_proxy::control::sources::consul::decode::{decode_catalog, decode_health, decode_kv};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, body)) = data.split_first() else {
         return;
     };
-    let _ = decode_health(body);
-    let _ = decode_catalog(body);
+    let rules = HealthRules::default();
+    let _ = decode_health(body, 3306, &rules);
+    let _ = decode_catalog(body, 3306);
     let key = "service/mysql/leader";
     let require_session = flags & 1 == 1;
     let default_port = if flags & 2 == 2 { 0 } else { 3306 };

@@ -2,7 +2,7 @@
 //! each record type the proxy asks, then SRV targets and addresses as discovery uses them.
 #![no_main]
 
-use consul_mysql_proxy::discovery::dns::answer::{
+use consul_mysql_proxy::control::sources::dns::answer::{
     Reply, address_candidates, addresses_of, pick_address, read_reply, srv_targets,
 };
 use hickory_resolver::proto::op::Message;
@@ -38,7 +38,7 @@ fuzz_target!(|data: &[u8]| {
             } else {
                 let ips: Vec<_> = data
                     .iter()
-                    .filter_map(consul_mysql_proxy::discovery::dns::answer::rdata_ip)
+                    .filter_map(consul_mysql_proxy::control::sources::dns::answer::rdata_ip)
                     .collect();
                 let _ = address_candidates(&owner, &ips, 3306);
             }

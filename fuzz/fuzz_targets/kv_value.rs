@@ -2,7 +2,7 @@
 //! Checks beyond "no panic": an accepted value has a non-empty host without surrounding space.
 #![no_main]
 
-use consul_mysql_proxy::discovery::consul::decode::parse_primary_value;
+use consul_mysql_proxy::control::sources::consul::decode::parse_primary_value;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,0 +1,126 @@
+//! Every settings enum, in one convention: the names an operator writes in the TOML file, in an
+//! environment variable and after a flag are the same (`kebab-case` for clap, `serde` renamed to
+//! match), and `/status` shows them the same way (they serialize to that name too). Components
+//! import them from here; `config` imports nothing from the components.
+
+use clap::ValueEnum;
+use serde::{Deserialize, Serialize};
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ValueEnum, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Where the current primary comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum DiscoveryKind {
+    /// A fixed backend address (`backend`).
+    Static,
+    /// Consul health API: passing instances of `service` with every `tag`.
+    ConsulHealth,
+    /// Consul catalog: registered instances with every `tag`, no health filter.
+    ConsulCatalog,
+    /// A Consul KV key whose value names the primary (leader key, orchestrator).
+    ConsulKv,
+    /// DNS A/AAAA or SRV answers for `dns_name` (e.g. Consul DNS on 127.0.0.1:8600).
+    Dns,
+}
+
+/// Which DNS record type names the primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum DnsRecord {
+    /// A and AAAA records; the port is `default_port`.
+    A,
+    /// SRV records: port from the record, address from the additional section or the target.
+    Srv,
+}
+
+/// Consistency mode of Consul reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ValueEnum, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Consistency {
+    /// Reads go to the leader (Consul's default).
+    #[default]
+    Default,
+    /// Any server may answer, possibly with slightly old data; keeps working without a leader.
+    Stale,
+    /// The leader confirms its leadership first; slowest.
+    Consistent,
+}
+
+/// Which byte pump relays an established connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ValueEnum, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RelayKind {
+    /// Readiness-based pump: a per-thread scratch buffer, no buffer held by an idle connection.
+    #[default]
+    Pump,
+    /// tokio's `copy_bidirectional`: the reference implementation (2×8 KiB per connection).
+    Copy,
+}
+
+/// What happens to connections bound to a primary that was replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ValueEnum, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnFailover {
+    /// Close them at once.
+    #[default]
+    Close,
+    /// Close them after `drain_grace`.
+    Drain,
+    /// Leave them open (unsafe: they may keep writing to a demoted node).
+    Keep,
+}
+
+/// What to do when several candidates claim to be the primary and none is current.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ValueEnum, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnMultiple {
+    /// No primary and a loud error: two writable primaries is split brain.
+    #[default]
+    Refuse,
+    /// Highest `priority` service meta, then node name, then address (dual-master pairs).
+    First,
+}
+
+/// How a Consul check in `warning` counts when the proxy judges an instance's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ValueEnum, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum WarningIs {
+    /// A warning (e.g. an unrelated node check: disk 90 %) keeps the instance a candidate.
+    #[default]
+    Passing,
+    /// A warning takes the instance out, like a critical check.
+    Critical,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The name in TOML, env, flags and `/status` is one name.
+    #[test]
+    fn serde_and_clap_names_agree() {
+        fn check<T: ValueEnum + Serialize>() {
+            for v in T::value_variants() {
+                let clap_name = v.to_possible_value().unwrap().get_name().to_owned();
+                let serde_name = serde_json::to_value(v).unwrap();
+                assert_eq!(serde_json::Value::String(clap_name), serde_name);
+            }
+        }
+        check::<LogFormat>();
+        check::<DiscoveryKind>();
+        check::<DnsRecord>();
+        check::<Consistency>();
+        check::<RelayKind>();
+        check::<OnFailover>();
+        check::<OnMultiple>();
+        check::<WarningIs>();
+    }
+}

@@ -1,0 +1,134 @@
+//! Configuration: one set of fields, three layers, one validated [`Config`].
+//!
+//! ```text
+//!   defaults::table() < CONSUL_HTTP_* env < TOML file < CONSUL_MYSQL_PROXY_* env < flags
+//!        └──────────────── Settings::overlay ────────────────┘
+//!                              │ resolve: defaults applied, every field validated
+//!                              ▼
+//!                   Config (immutable, shared as Arc<Config>; SIGHUP builds a new one)
+//! ```
+//!
+//! - [`settings`]: the raw, all-optional layer that clap (flags, env) and serde (the file) fill;
+//! - [`defaults`]: the one table of built-in defaults, which also writes `[default: …]` into
+//!   `--help`;
+//! - [`resolve`]: defaults + validation; an error names the field, its flag and its env var, so the
+//!   binary exits with `EX_USAGE` (64) and a message that says what to fix;
+//! - [`model`]: the validated [`Config`] and the narrow parts components receive;
+//! - [`kinds`]: every settings enum, one naming convention;
+//! - [`summary`]: the `/status` view of the configuration (no secrets).
+//!
+//! `config` depends on no component: components depend on it.
+
+pub mod defaults;
+pub mod kinds;
+pub mod model;
+mod resolve;
+pub mod settings;
+pub mod summary;
+
+use std::path::{Path, PathBuf};
+
+pub use crate::util::secret::Secret;
+pub use kinds::{
+    Consistency, DiscoveryKind, DnsRecord, LogFormat, OnFailover, OnMultiple, RelayKind, WarningIs,
+};
+pub use model::{
+    Config, ConsulConfig, ConsulSource, Discovery, DnsConfig, FailoverPolicy, FenceConfig,
+    HealthRules, MAX_CONSUL_WAIT, MONITOR_PASSWORD_ENV,
+};
+pub use settings::{Settings, parse_duration};
+
+/// Prefix of every environment variable that can set a field.
+pub const ENV_PREFIX: &str = "CONSUL_MYSQL_PROXY_";
+
+/// A configuration error, naming the field (as written in the TOML file) and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid configuration: `{field}`: {reason} (flag --{flag}, env {env})", flag = field.replace('_', "-"), env = env_name(field))]
+    Field { field: &'static str, reason: String },
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+}
+
+fn env_name(field: &str) -> String {
+    format!("{ENV_PREFIX}{}", field.to_ascii_uppercase())
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Field {
+        field,
+        reason: reason.into(),
+    }
+}
+
+impl Config {
+    /// Loads the file named by `config_path` (if any) over the `CONSUL_HTTP_*` variables,
+    /// stacks `cli` (our flags and env) on top, applies defaults and validates.
+    pub fn load(config_path: Option<&Path>, cli: &Settings) -> Result<Config, ConfigError> {
+        let file = match config_path {
+            Some(path) => Settings::from_file(path)?,
+            None => Settings::default(),
+        };
+        let ecosystem =
+            Settings::from_consul_env(|name| std::env::var(name).ok().filter(|v| !v.is_empty()));
+        let monitor_password = std::env::var(MONITOR_PASSWORD_ENV).ok().map(Secret::new);
+        Config::resolve_with(
+            ecosystem.overlay(file).overlay(cli.clone()),
+            monitor_password,
+        )
+    }
+}
+
+#[cfg(test)]
+mod example_file {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[derive(clap::Parser)]
+    struct Probe {
+        #[command(flatten)]
+        settings: Settings,
+    }
+
+    /// config.example.toml documents every field (fields without a default as commented
+    /// `# field = example` lines), parses, and its active values are the built-in defaults.
+    #[test]
+    fn example_config_covers_every_field_with_defaults() {
+        let text = include_str!("../../config.example.toml");
+        let mut documented: Vec<String> = text
+            .lines()
+            .filter_map(|line| {
+                let line = line.trim_start().trim_start_matches('#').trim_start();
+                let (key, _) = line.split_once(" = ")?;
+                key.chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '_')
+                    .then(|| key.to_owned())
+            })
+            .collect();
+        documented.dedup();
+        let mut fields: Vec<String> = Probe::command()
+            .get_arguments()
+            .map(|a| a.get_id().as_str().to_owned())
+            .filter(|id| id != "help")
+            .collect();
+        documented.sort();
+        fields.sort();
+        assert_eq!(
+            documented, fields,
+            "config.example.toml and Settings disagree"
+        );
+
+        let example = Config::resolve(Settings::from_toml(text).unwrap()).unwrap();
+        let backend_only = Config::resolve(Settings {
+            backend: Some("127.0.0.1:3307".parse().unwrap()),
+            ..Settings::default()
+        })
+        .unwrap();
+        assert_eq!(example, backend_only, "example values must be the defaults");
+    }
+}

@@ -1,0 +1,120 @@
+//! The validated configuration every component reads: [`Config`] and the narrow parts handed to
+//! one component each ([`ConsulConfig`], [`DnsConfig`], [`FenceConfig`], [`FailoverPolicy`]).
+//! Values here are final — defaults applied, durations non-zero where zero makes no sense,
+//! addresses parsed — so components never re-validate.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::kinds::{
+    Consistency, DnsRecord, LogFormat, OnFailover, OnMultiple, RelayKind, WarningIs,
+};
+use crate::util::secret::Secret;
+
+/// The resolved, validated configuration. Immutable; a reload builds a new one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// `None` = admin endpoint off.
+    pub admin: Option<SocketAddr>,
+    pub discovery: Discovery,
+    pub service: String,
+    pub on_multiple: OnMultiple,
+    pub hold_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub backend_greeting_timeout: Duration,
+    /// `None` = keepalive off.
+    pub backend_keepalive: Option<Duration>,
+    /// `None` = leave the kernel default.
+    pub backend_user_timeout: Option<Duration>,
+    pub max_connections: usize,
+    pub shutdown_grace: Duration,
+    pub max_held: usize,
+    /// `Some` when fencing (`verify_writable`) is on.
+    pub fence: Option<FenceConfig>,
+    pub failover: FailoverPolicy,
+    /// How long a primary Consul withdrew without a replacement is still routed to, when
+    /// `verify_writable` is off (with it, for as long as it is verified writable).
+    pub withdrawn_grace: Duration,
+    pub relay: RelayKind,
+    pub workers: usize,
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+/// What happens to the connections of a replaced primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailoverPolicy {
+    pub on_failover: OnFailover,
+    /// With `drain`: how long old connections may live on.
+    pub drain_grace: Duration,
+}
+
+/// The discovery source with the settings it needs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Discovery {
+    Static { backend: SocketAddr },
+    Consul(ConsulConfig),
+    Dns(DnsConfig),
+}
+
+/// Everything the DNS source needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsConfig {
+    /// Fully qualified name (trailing dot added).
+    pub name: String,
+    /// `None` = the system resolver (/etc/resolv.conf).
+    pub server: Option<SocketAddr>,
+    pub record: DnsRecord,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub default_port: u16,
+}
+
+/// Which Consul API names the primary.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConsulSource {
+    Health { tags: Vec<String> },
+    Catalog { tags: Vec<String> },
+    Kv { key: String, require_session: bool },
+}
+
+/// Everything a Consul source needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsulConfig {
+    pub source: ConsulSource,
+    /// Agent base URLs (`http(s)://host:port`), tried in turn.
+    pub addresses: Vec<String>,
+    pub token: Option<Secret>,
+    pub ca_cert: Option<PathBuf>,
+    pub wait: Duration,
+    pub stale_after: Option<Duration>,
+    pub dc: Option<String>,
+    pub consistency: Consistency,
+    pub default_port: u16,
+    /// How the health source judges each instance's checks.
+    pub health: HealthRules,
+}
+
+/// The proxy's own reading of Consul's checks (`consul-health`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HealthRules {
+    pub warning_is: WarningIs,
+    /// Check IDs that never count (e.g. a flaky unrelated node check).
+    pub ignore_checks: Vec<String>,
+}
+
+/// Fencing: how the proxy checks that a primary is writable before and while using it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FenceConfig {
+    pub user: String,
+    pub password: Secret,
+    pub interval: Duration,
+}
+
+/// Environment variable holding the monitor user's password (never a flag: argv is public).
+pub const MONITOR_PASSWORD_ENV: &str = "CONSUL_MYSQL_PROXY_MONITOR_PASSWORD";
+
+/// Longest `wait` Consul honours for a blocking query.
+pub const MAX_CONSUL_WAIT: Duration = Duration::from_secs(600);

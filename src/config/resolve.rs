@@ -1,0 +1,509 @@
+//! From a stacked [`Settings`] to a validated [`Config`]: the defaults table goes under
+//! everything, then every field is checked, and an error names the field (as written in the TOML
+//! file), its flag and its env var.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::defaults;
+use super::kinds::{DiscoveryKind, DnsRecord};
+use super::model::{
+    Config, ConsulConfig, ConsulSource, Discovery, DnsConfig, FailoverPolicy, FenceConfig,
+    HealthRules, MAX_CONSUL_WAIT,
+};
+use super::settings::Settings;
+use super::{ConfigError, invalid};
+use crate::util::pem::load_certs;
+use crate::util::secret::{Secret, read_secret_file};
+
+impl Config {
+    /// Applies defaults to `s` and validates every field (no monitor password).
+    pub fn resolve(s: Settings) -> Result<Config, ConfigError> {
+        Config::resolve_with(s, None)
+    }
+
+    /// Like [`Config::resolve`], with the monitor password from the environment.
+    pub fn resolve_with(
+        s: Settings,
+        monitor_password: Option<Secret>,
+    ) -> Result<Config, ConfigError> {
+        let s = defaults::table().overlay(s);
+        let service = need("service", s.service.clone())?;
+        if service.trim().is_empty() || service.contains('/') {
+            return Err(invalid(
+                "service",
+                "must be a non-empty Consul service name without `/`",
+            ));
+        }
+        let discovery = resolve_discovery(&s)?;
+        let fence = resolve_fence(&s, monitor_password)?;
+        let max_connections = need("max_connections", s.max_connections)?;
+        if max_connections == 0 {
+            return Err(invalid("max_connections", "must be at least 1"));
+        }
+        let workers = need("workers", s.workers)?;
+        if !(1..=64).contains(&workers) {
+            return Err(invalid("workers", "must be between 1 and 64"));
+        }
+        let log_level = need("log_level", s.log_level.clone())?;
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
+            return Err(invalid("log_level", format!("`{log_level}`: {e}")));
+        }
+        Ok(Config {
+            listen: need("listen", s.listen)?,
+            admin: resolve_admin(&need("admin", s.admin.clone())?)?,
+            discovery,
+            service,
+            on_multiple: need("on_multiple", s.on_multiple)?,
+            hold_timeout: nonzero("hold_timeout", s.hold_timeout)?,
+            connect_timeout: nonzero("connect_timeout", s.connect_timeout)?,
+            backend_greeting_timeout: nonzero(
+                "backend_greeting_timeout",
+                s.backend_greeting_timeout,
+            )?,
+            backend_keepalive: zero_is_off("backend_keepalive", s.backend_keepalive)?,
+            backend_user_timeout: zero_is_off("backend_user_timeout", s.backend_user_timeout)?,
+            max_connections,
+            shutdown_grace: need("shutdown_grace", s.shutdown_grace)?,
+            max_held: need("max_held", s.max_held)?,
+            fence,
+            failover: FailoverPolicy {
+                on_failover: need("on_failover", s.on_failover)?,
+                drain_grace: need("drain_grace", s.drain_grace)?,
+            },
+            withdrawn_grace: need("withdrawn_grace", s.withdrawn_grace)?,
+            relay: need("relay", s.relay)?,
+            workers,
+            log_format: need("log_format", s.log_format)?,
+            log_level,
+        })
+    }
+}
+
+/// A defaulted field's value; `None` here means the defaults table lost the field.
+fn need<T>(field: &'static str, value: Option<T>) -> Result<T, ConfigError> {
+    value.ok_or_else(|| invalid(field, "has no value (the built-in default is missing)"))
+}
+
+fn nonzero(field: &'static str, value: Option<Duration>) -> Result<Duration, ConfigError> {
+    let value = need(field, value)?;
+    if value.is_zero() {
+        return Err(invalid(field, "must be greater than 0"));
+    }
+    Ok(value)
+}
+
+fn zero_is_off(
+    field: &'static str,
+    value: Option<Duration>,
+) -> Result<Option<Duration>, ConfigError> {
+    let value = need(field, value)?;
+    Ok((!value.is_zero()).then_some(value))
+}
+
+/// Picks and validates the discovery source.
+fn resolve_discovery(s: &Settings) -> Result<Discovery, ConfigError> {
+    let kind = match (s.discovery, s.backend) {
+        (Some(kind), _) => kind,
+        (None, Some(_)) => DiscoveryKind::Static,
+        (None, None) => DiscoveryKind::ConsulHealth,
+    };
+    if kind == DiscoveryKind::Static {
+        return match s.backend {
+            Some(backend) => Ok(Discovery::Static { backend }),
+            None => Err(invalid(
+                "backend",
+                "static discovery needs `backend` (ip:port of the MySQL primary)",
+            )),
+        };
+    }
+    if s.backend.is_some() {
+        return Err(invalid(
+            "backend",
+            "only applies to `discovery = static`; remove it or choose static discovery",
+        ));
+    }
+    let default_port = need("default_port", s.default_port)?;
+    if default_port == 0 {
+        return Err(invalid("default_port", "must be 1..65535"));
+    }
+    if kind == DiscoveryKind::Dns {
+        return resolve_dns(s, default_port).map(Discovery::Dns);
+    }
+    let tags = need("tag", s.tag.clone())?;
+    if tags.iter().any(|t| t.trim().is_empty()) {
+        return Err(invalid("tag", "tags must not be empty"));
+    }
+    let source = match kind {
+        DiscoveryKind::ConsulHealth => ConsulSource::Health { tags },
+        DiscoveryKind::ConsulCatalog => ConsulSource::Catalog { tags },
+        DiscoveryKind::ConsulKv => {
+            let key = s.kv_key.clone().unwrap_or_default();
+            let key = key.trim_matches('/');
+            if key.is_empty() {
+                return Err(invalid(
+                    "kv_key",
+                    "consul-kv discovery needs the key naming the primary, e.g. service/mysql/leader",
+                ));
+            }
+            ConsulSource::Kv {
+                key: key.to_owned(),
+                require_session: need("kv_require_session", s.kv_require_session)?,
+            }
+        }
+        DiscoveryKind::Static | DiscoveryKind::Dns => unreachable!("handled above"),
+    };
+    let addresses = need("consul", s.consul.clone())?
+        .iter()
+        .map(|a| normalize_consul_address(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    if addresses.is_empty() {
+        return Err(invalid("consul", "needs at least one agent address"));
+    }
+    let wait = need("consul_wait", s.consul_wait)?;
+    if wait.is_zero() || wait > MAX_CONSUL_WAIT {
+        return Err(invalid(
+            "consul_wait",
+            "must be between 1ms and 10m (Consul caps blocking queries at 10m)",
+        ));
+    }
+    let token = match (&s.consul_token, &s.consul_token_file) {
+        (Some(token), _) => Some(token.clone()),
+        (None, Some(path)) => Some(read_secret_file(path).map_err(|e| {
+            invalid(
+                "consul_token_file",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?),
+        (None, None) => None,
+    };
+    if let Some(stale) = s.consul_stale_after
+        && stale <= wait / 16
+    {
+        return Err(invalid(
+            "consul_stale_after",
+            "must be longer than a blocking query's jitter (consul_wait / 16)",
+        ));
+    }
+    if let Some(path) = &s.consul_ca_cert {
+        load_certs(path).map_err(|e| invalid("consul_ca_cert", e.to_string()))?;
+    }
+    Ok(Discovery::Consul(ConsulConfig {
+        source,
+        addresses,
+        token,
+        ca_cert: s.consul_ca_cert.clone(),
+        wait,
+        stale_after: s.consul_stale_after,
+        dc: s.dc.clone().filter(|dc| !dc.is_empty()),
+        consistency: need("consistency", s.consistency)?,
+        default_port,
+        health: HealthRules {
+            warning_is: need("warning_is", s.warning_is)?,
+            ignore_checks: ignore_checks(s)?,
+        },
+    }))
+}
+
+fn ignore_checks(s: &Settings) -> Result<Vec<String>, ConfigError> {
+    let ids: Vec<String> = s
+        .ignore_checks
+        .iter()
+        .flatten()
+        .map(|id| id.trim().to_owned())
+        .collect();
+    if ids.iter().any(String::is_empty) {
+        return Err(invalid("ignore_checks", "check IDs must not be empty"));
+    }
+    Ok(ids)
+}
+
+/// `off` (or empty) disables the admin endpoint; anything else must be ip:port.
+fn resolve_admin(admin: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    match admin.trim() {
+        "" | "off" | "none" | "false" => Ok(None),
+        text => text.parse().map(Some).map_err(|_| {
+            invalid(
+                "admin",
+                format!("`{text}` is not ip:port (e.g. 127.0.0.1:9306) or `off`"),
+            )
+        }),
+    }
+}
+
+/// Validates the fencing settings; the password comes from the env var or the file.
+fn resolve_fence(
+    s: &Settings,
+    env_password: Option<Secret>,
+) -> Result<Option<FenceConfig>, ConfigError> {
+    if !need("verify_writable", s.verify_writable)? {
+        return Ok(None);
+    }
+    let user = s.monitor_user.clone().unwrap_or_default();
+    if user.is_empty() {
+        return Err(invalid(
+            "monitor_user",
+            "verify_writable needs a MySQL user to run `SELECT @@global.read_only` as",
+        ));
+    }
+    let password = match (&s.monitor_password_file, env_password) {
+        (Some(path), _) => read_secret_file(path).map_err(|e| {
+            invalid(
+                "monitor_password_file",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?,
+        (None, Some(password)) => password,
+        (None, None) => Secret::new(""),
+    };
+    Ok(Some(FenceConfig {
+        user,
+        password,
+        interval: nonzero("verify_interval", s.verify_interval)?,
+    }))
+}
+
+/// Validates the DNS source settings.
+fn resolve_dns(s: &Settings, default_port: u16) -> Result<DnsConfig, ConfigError> {
+    let name = s.dns_name.clone().unwrap_or_default();
+    let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
+    if name.is_empty() {
+        return Err(invalid(
+            "dns_name",
+            "dns discovery needs the name of the primary, e.g. primary.mysql.service.consul",
+        ));
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
+    if name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err(invalid(
+            "dns_name",
+            format!("`{name}` is not a valid DNS name"),
+        ));
+    }
+    let record = s.dns_record.unwrap_or(
+        if name.starts_with('_') || name.ends_with(".service.consul") {
+            DnsRecord::Srv
+        } else {
+            DnsRecord::A
+        },
+    );
+    let interval = nonzero("dns_interval", s.dns_interval)?;
+    let timeout = nonzero("dns_timeout", s.dns_timeout)?;
+    Ok(DnsConfig {
+        name: format!("{name}."),
+        server: s.dns_server,
+        record,
+        interval,
+        timeout,
+        default_port,
+    })
+}
+
+/// `127.0.0.1:8500` → `http://127.0.0.1:8500`; keeps an explicit scheme; drops a trailing `/`.
+fn normalize_consul_address(address: &str) -> Result<String, ConfigError> {
+    let address = address.trim().trim_end_matches('/');
+    let with_scheme = if address.contains("://") {
+        address.to_owned()
+    } else {
+        format!("http://{address}")
+    };
+    let ok = (with_scheme.starts_with("http://") || with_scheme.starts_with("https://"))
+        && with_scheme
+            .split("://")
+            .nth(1)
+            .is_some_and(|rest| !rest.is_empty());
+    if !ok {
+        return Err(invalid(
+            "consul",
+            format!("`{address}` is not an agent address like http://127.0.0.1:8500"),
+        ));
+    }
+    Ok(with_scheme)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::OnMultiple;
+    use std::path::PathBuf;
+
+    fn with_backend() -> Settings {
+        Settings {
+            backend: Some("127.0.0.1:3307".parse().unwrap()),
+            ..Settings::default()
+        }
+    }
+
+    #[test]
+    fn defaults_apply_when_only_backend_is_set() {
+        let c = Config::resolve(with_backend()).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:3306".parse().unwrap());
+        assert_eq!(c.hold_timeout, Duration::from_secs(10));
+        assert_eq!(c.service, "mysql");
+        assert_eq!(c.workers, 1);
+        assert_eq!(
+            c.discovery,
+            Discovery::Static {
+                backend: "127.0.0.1:3307".parse().unwrap()
+            }
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field_flag_and_env() {
+        let err = Config::resolve(Settings {
+            hold_timeout: Some(Duration::ZERO),
+            ..with_backend()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`hold_timeout`"), "{err}");
+        assert!(err.contains("--hold-timeout"), "{err}");
+        assert!(err.contains("CONSUL_MYSQL_PROXY_HOLD_TIMEOUT"), "{err}");
+
+        let err = Config::resolve(Settings {
+            discovery: Some(DiscoveryKind::Static),
+            ..Settings::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`backend`"), "{err}");
+
+        let err = Config::resolve(Settings {
+            log_level: Some("info,=[".into()),
+            ..with_backend()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`log_level`"), "{err}");
+    }
+
+    fn consul(c: &Config) -> &ConsulConfig {
+        match &c.discovery {
+            Discovery::Consul(consul) => consul,
+            other => panic!("expected consul discovery, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn consul_health_is_the_default_without_a_backend() {
+        let c = Config::resolve(Settings::default()).unwrap();
+        let consul = consul(&c);
+        assert_eq!(
+            consul.source,
+            ConsulSource::Health {
+                tags: vec!["primary".into()]
+            }
+        );
+        assert_eq!(consul.addresses, vec!["http://127.0.0.1:8500".to_owned()]);
+        assert_eq!(consul.wait, Duration::from_secs(300));
+        assert_eq!(c.on_multiple, OnMultiple::Refuse);
+    }
+
+    #[test]
+    fn consul_settings_are_validated() {
+        let err = |s: Settings| Config::resolve(s).unwrap_err().to_string();
+        let kv = Settings {
+            discovery: Some(DiscoveryKind::ConsulKv),
+            ..Settings::default()
+        };
+        assert!(err(kv.clone()).contains("`kv_key`"));
+        let both = Settings {
+            discovery: Some(DiscoveryKind::ConsulHealth),
+            ..with_backend()
+        };
+        assert!(err(both).contains("only applies to `discovery = static`"));
+        let long_wait = Settings {
+            consul_wait: Some(Duration::from_secs(601)),
+            ..Settings::default()
+        };
+        assert!(err(long_wait).contains("`consul_wait`"));
+        let bad_addr = Settings {
+            consul: Some(vec!["ftp://x".into()]),
+            ..Settings::default()
+        };
+        assert!(err(bad_addr).contains("`consul`"));
+        let c = Config::resolve(Settings {
+            kv_key: Some("/service/mysql/leader/".into()),
+            consul: Some(vec!["10.0.0.1:8500".into(), "https://c2:8501/".into()]),
+            ..kv
+        })
+        .unwrap();
+        let consul = consul(&c);
+        assert_eq!(
+            consul.source,
+            ConsulSource::Kv {
+                key: "service/mysql/leader".into(),
+                require_session: false
+            }
+        );
+        assert_eq!(
+            consul.addresses,
+            vec![
+                "http://10.0.0.1:8500".to_owned(),
+                "https://c2:8501".to_owned()
+            ]
+        );
+    }
+
+    #[test]
+    fn consul_ecosystem_env_is_the_lowest_layer_and_tokens_never_print() {
+        let env = |name: &str| match name {
+            "CONSUL_HTTP_ADDR" => Some("10.1.1.1:8501".to_owned()),
+            "CONSUL_HTTP_SSL" => Some("true".to_owned()),
+            "CONSUL_HTTP_TOKEN" => Some("s3cr3t-token".to_owned()),
+            _ => None,
+        };
+        let eco = Settings::from_consul_env(env);
+        let c = Config::resolve(eco.clone()).unwrap();
+        assert_eq!(
+            consul(&c).addresses,
+            vec!["https://10.1.1.1:8501".to_owned()]
+        );
+        assert_eq!(
+            consul(&c).token.as_ref().map(Secret::expose),
+            Some("s3cr3t-token")
+        );
+        let printed = format!("{c:?} {eco:?}");
+        assert!(!printed.contains("s3cr3t"), "{printed}");
+        let ours = Settings {
+            consul: Some(vec!["http://127.0.0.2:8500".into()]),
+            ..Settings::default()
+        };
+        let c = Config::resolve(eco.overlay(ours)).unwrap();
+        assert_eq!(
+            consul(&c).addresses,
+            vec!["http://127.0.0.2:8500".to_owned()]
+        );
+    }
+
+    #[test]
+    fn secret_files_are_bounded() {
+        let err = Config::resolve(Settings {
+            consul_token_file: Some(PathBuf::from("/dev/zero")),
+            ..Settings::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`consul_token_file`") && err.contains("64 KiB"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn zero_disables_keepalive() {
+        let c = Config::resolve(Settings {
+            backend_keepalive: Some(Duration::ZERO),
+            ..with_backend()
+        })
+        .unwrap();
+        assert_eq!(c.backend_keepalive, None);
+        assert_eq!(c.backend_user_timeout, Some(Duration::from_secs(30)));
+    }
+}

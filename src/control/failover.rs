@@ -1,0 +1,139 @@
+//! Failover policy and timeline: what happens to connections bound to a primary that was just
+//! replaced, and one structured log line per failover saying what it cost.
+//!
+//! Discovery publishes a [`Change`]; [`Tracker::on_change`] applies `on_failover` to the old
+//! primary's `leave` token (see [`primary`](super::primary)):
+//! - `close` (default): cancel now — every connection to the old primary closes at once, so no
+//!   write reaches a demoted node after the proxy knows better;
+//! - `drain`: cancel after `drain_grace`, letting short transactions finish;
+//! - `keep`: never cancel (connections end on their own; unsafe for writes).
+//!
+//! New and held clients need no action here: they read the new primary from the watch value.
+//! When a new primary is published, a small task waits for the first client routed to it and
+//! logs the timeline: old connections closed, held clients released, time to the first routed
+//! client, and the gap without a primary (A → none → B).
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::primary::Change;
+use crate::config::{FailoverPolicy, OnFailover};
+use crate::ops::metrics::Metrics;
+
+/// How long the timeline waits for a first client before logging without one.
+const FIRST_CLIENT_WAIT: Duration = Duration::from_secs(60);
+
+/// A primary that was lost and not yet replaced.
+#[derive(Debug, Clone)]
+struct Loss {
+    at: Instant,
+    old: String,
+    closed: usize,
+}
+
+/// Remembers a lost primary until its replacement arrives, so the gap can be reported.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    lost: Option<Loss>,
+}
+
+impl Tracker {
+    /// Applies the policy to a published change, updates metrics and logs the timeline.
+    pub fn on_change(
+        &mut self,
+        change: Change,
+        policy: &FailoverPolicy,
+        metrics: &std::sync::Arc<Metrics>,
+    ) {
+        let old = change.old.as_ref().map(ToString::to_string);
+        let closed = match (&change.old, policy.on_failover) {
+            (None, _) => 0,
+            (Some(_), OnFailover::Close) => {
+                let bound = change.old_stats.bound();
+                change.old_leave.cancel();
+                bound
+            }
+            (Some(_), OnFailover::Drain) => {
+                schedule_drain(change.old_leave.clone(), policy.drain_grace);
+                0
+            }
+            (Some(_), OnFailover::Keep) => 0,
+        };
+        if change.old.is_some() {
+            metrics.failovers.inc();
+        }
+        metrics.set_primary(
+            change
+                .new
+                .as_ref()
+                .map(|b| (b.addr.to_string(), b.name.to_string())),
+        );
+        let Some(new) = change.new.as_ref().map(ToString::to_string) else {
+            // A → none: clients are held from now on; the timeline completes when B arrives.
+            warn!(
+                old = old.as_deref().unwrap_or("none"),
+                epoch = change.epoch,
+                policy = ?policy.on_failover,
+                closed_connections = closed,
+                "primary lost; holding new clients"
+            );
+            if let Some(old) = old {
+                self.lost.get_or_insert(Loss {
+                    at: change.at,
+                    old,
+                    closed,
+                });
+            }
+            return;
+        };
+        let lost = self.lost.take();
+        let gap = lost.as_ref().map(|l| change.at - l.at).unwrap_or_default();
+        let held_released = metrics.connections_held.get().max(0);
+        if change.old.is_some() || lost.is_some() {
+            metrics.failover_gap.observe(gap.as_secs_f64());
+        }
+        let previous = old.or_else(|| lost.as_ref().map(|l| l.old.clone()));
+        let closed = closed + lost.map(|l| l.closed).unwrap_or(0);
+        info!(
+            old = previous.as_deref().unwrap_or("none"),
+            new = %new,
+            epoch = change.epoch,
+            policy = ?policy.on_failover,
+            closed_connections = closed,
+            held_clients = held_released,
+            gap_ms = gap.as_millis() as u64,
+            "primary changed"
+        );
+        if previous.is_none() {
+            return; // first primary at start-up: no failover to time
+        }
+        let new_stats = change.new_stats;
+        let published = change.at;
+        super::supervisor::spawn_logged("failover timeline", metrics.clone(), async move {
+            let first =
+                tokio::time::timeout(FIRST_CLIENT_WAIT, new_stats.wait_first_routed()).await;
+            let first_routed_ms = first.ok().map(|at| (at - published).as_millis() as u64);
+            info!(
+                old = previous.as_deref().unwrap_or("none"),
+                new = %new,
+                closed_connections = closed,
+                held_clients_released = held_released,
+                first_client_routed_ms = first_routed_ms,
+                gap_ms = gap.as_millis() as u64,
+                "failover timeline"
+            );
+        });
+    }
+}
+
+fn schedule_drain(token: tokio_util::sync::CancellationToken, grace: Duration) {
+    tokio::spawn(async move {
+        tokio::select! {
+            () = tokio::time::sleep(grace) => token.cancel(),
+            // Already cancelled by shutdown: nothing left to drain.
+            () = token.cancelled() => {}
+        }
+    });
+}

@@ -1,0 +1,304 @@
+//! The HTTP side of Consul discovery: one reused connection (reqwest keeps it alive), the ACL
+//! token as the `X-Consul-Token` header (never in a URL, never logged), HTTPS with a custom CA,
+//! and several agent addresses tried in turn when one is down. Response bodies are capped so a
+//! broken or hostile endpoint cannot make us buffer without bound.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::{StatusCode, Url};
+
+use crate::config::ConsulConfig;
+use crate::util::secret::Secret;
+use crate::util::text::{one_line, truncate_chars};
+
+/// Largest response body we read (a health answer for a few hundred instances is ~1 MiB).
+pub const MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// A failed Consul request. Messages never contain the token.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsulError {
+    #[error("cannot reach Consul agent {agent}: {message}")]
+    Transport { agent: String, message: String },
+    #[error("Consul agent {agent} answered HTTP {status}: {body}")]
+    Status {
+        agent: String,
+        status: u16,
+        body: String,
+    },
+    #[error("Consul agent {agent} sent more than {limit} bytes")]
+    TooLarge { agent: String, limit: usize },
+    #[error("Consul client setup: {0}")]
+    Setup(String),
+}
+
+/// A successful answer (HTTP 200, or 404 where the caller accepts it).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    /// `X-Consul-Index`, if present and numeric.
+    pub index: Option<u64>,
+    pub body: Vec<u8>,
+    /// Which agent answered.
+    pub agent: String,
+}
+
+/// Client for the agents of one discovery source.
+pub struct ConsulClient {
+    http: reqwest::Client,
+    agents: Vec<Url>,
+    /// Agent to try first: the last one that answered.
+    current: usize,
+    token: Option<Secret>,
+}
+
+impl ConsulClient {
+    pub fn new(config: &ConsulConfig) -> Result<ConsulClient, ConsulError> {
+        let agents = config
+            .addresses
+            .iter()
+            .map(|a| {
+                Url::parse(a).map_err(|e| ConsulError::Setup(format!("agent address {a}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let tls = tls_config(config.ca_cert.as_deref())?;
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(3))
+            .pool_max_idle_per_host(1)
+            .tls_backend_preconfigured(tls)
+            .build()
+            .map_err(|e| ConsulError::Setup(e.to_string()))?;
+        Ok(ConsulClient {
+            http,
+            agents,
+            current: 0,
+            token: config.token.clone(),
+        })
+    }
+
+    /// GETs `path` with `query` from the first agent that answers. `accept_404` treats a 404 as
+    /// an answer (a missing KV key still carries an index to block on).
+    pub async fn get(
+        &mut self,
+        path: &[&str],
+        query: &[(&str, Option<String>)],
+        timeout: Duration,
+        accept_404: bool,
+    ) -> Result<Answer, ConsulError> {
+        let mut last_error = None;
+        for attempt in 0..self.agents.len() {
+            let index = (self.current + attempt) % self.agents.len();
+            let url = build_url(&self.agents[index], path, query);
+            match self.get_one(url, timeout, accept_404).await {
+                Ok(answer) => {
+                    self.current = index;
+                    return Ok(answer);
+                }
+                // Only an unreachable agent sends us to the next one; an agent that answers with
+                // an error speaks for the cluster.
+                Err(e @ ConsulError::Transport { .. }) => last_error = Some(e),
+                Err(e) => {
+                    self.current = index;
+                    return Err(e);
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| ConsulError::Setup("no agent address".into())))
+    }
+
+    async fn get_one(
+        &self,
+        url: Url,
+        timeout: Duration,
+        accept_404: bool,
+    ) -> Result<Answer, ConsulError> {
+        let agent = agent_name(&url);
+        let mut request = self.http.get(url).timeout(timeout);
+        if let Some(token) = &self.token {
+            request = request.header("X-Consul-Token", token.expose());
+        }
+        let transport = |e: reqwest::Error| ConsulError::Transport {
+            agent: agent.clone(),
+            message: describe(&e),
+        };
+        let mut response = request.send().await.map_err(transport)?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(ConsulError::TooLarge {
+                    agent,
+                    limit: MAX_BODY,
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        interpret(agent, status, &headers, body, accept_404)
+    }
+}
+
+/// What a whole HTTP answer means, as the client received it: status, headers and body in, an
+/// [`Answer`] or the error to report out. Pure, so it is fuzzed with arbitrary answers.
+pub fn interpret(
+    agent: String,
+    status: StatusCode,
+    headers: &reqwest::header::HeaderMap,
+    body: Vec<u8>,
+    accept_404: bool,
+) -> Result<Answer, ConsulError> {
+    let index = headers
+        .get("X-Consul-Index")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
+    if status == StatusCode::OK || (accept_404 && status == StatusCode::NOT_FOUND) {
+        return Ok(Answer {
+            status,
+            index,
+            body,
+            agent,
+        });
+    }
+    // Consul's error bodies are plain text and may be UTF-8 of any length: cut on a character
+    // boundary (a byte-index cut inside a character would panic).
+    let text = truncate_chars(&one_line(&String::from_utf8_lossy(&body)), 200);
+    Err(ConsulError::Status {
+        agent,
+        status: status.as_u16(),
+        body: text,
+    })
+}
+
+/// `agent` + path segments (percent-encoded) + query; `None` values are bare flags (`?stale`).
+fn build_url(agent: &Url, path: &[&str], query: &[(&str, Option<String>)]) -> Url {
+    let mut url = agent.clone();
+    if let Ok(mut segments) = url.path_segments_mut() {
+        segments.pop_if_empty();
+        for part in path {
+            segments.push(part);
+        }
+    }
+    if !query.is_empty() {
+        let mut pairs = url.query_pairs_mut();
+        for (key, value) in query {
+            match value {
+                Some(v) => pairs.append_pair(key, v),
+                None => pairs.append_key_only(key),
+            };
+        }
+    }
+    url
+}
+
+fn agent_name(url: &Url) -> String {
+    format!(
+        "{}://{}:{}",
+        url.scheme(),
+        url.host_str().unwrap_or("?"),
+        url.port_or_known_default().unwrap_or(0)
+    )
+}
+
+/// reqwest's error chain in one line, without the URL (which is already in `agent`).
+fn describe(e: &reqwest::Error) -> String {
+    let mut message = if e.is_timeout() {
+        "request timed out".to_owned()
+    } else if e.is_connect() {
+        "connect failed".to_owned()
+    } else {
+        "request failed".to_owned()
+    };
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+/// rustls with the ring provider; roots from `ca_cert` (PEM) or the system store.
+pub fn tls_config(ca_cert: Option<&std::path::Path>) -> Result<rustls::ClientConfig, ConsulError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_cert {
+        Some(path) => {
+            let certs = crate::util::pem::load_certs(path)
+                .map_err(|e| ConsulError::Setup(e.to_string()))?;
+            for cert in certs {
+                roots.add(cert).map_err(|e| {
+                    ConsulError::Setup(format!("CA certificate {}: {e}", path.display()))
+                })?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                // A broken system certificate must not stop the proxy; it is simply not trusted.
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConsulError::Setup(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_of_any_text_never_panic() {
+        let headers = reqwest::header::HeaderMap::new();
+        let body = "é".repeat(300).into_bytes();
+        let err = interpret(
+            "a".into(),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &headers,
+            body,
+            false,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("HTTP 500") && err.ends_with('…'), "{err}");
+        let err = interpret(
+            "a".into(),
+            StatusCode::BAD_GATEWAY,
+            &headers,
+            vec![0xff, 0xfe, b'\n', 0xc3],
+            false,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("HTTP 502"), "{err}");
+    }
+
+    #[test]
+    fn urls_encode_segments_and_bare_flags() {
+        let agent = Url::parse("http://127.0.0.1:8500").unwrap();
+        let url = build_url(
+            &agent,
+            &["v1", "health", "service", "my sql"],
+            &[
+                ("passing", Some("true".into())),
+                ("tag", Some("a&b".into())),
+                ("stale", None),
+            ],
+        );
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:8500/v1/health/service/my%20sql?passing=true&tag=a%26b&stale"
+        );
+        let kv = build_url(&agent, &["v1", "kv", "service", "mysql", "leader"], &[]);
+        assert_eq!(
+            kv.as_str(),
+            "http://127.0.0.1:8500/v1/kv/service/mysql/leader"
+        );
+    }
+}

@@ -1,0 +1,270 @@
+//! One client connection, from accept to close.
+//!
+//! 1. **Bind**: read the current [`Primary`] snapshot; if there is none, *hold* the client (it
+//!    has sent nothing yet — MySQL servers speak first) until one is published.
+//! 2. **Connect** to the primary with a timeout, TCP_NODELAY, keepalive and TCP_USER_TIMEOUT, and
+//!    wait for the server's first bytes (the greeting) without consuming them: a server that
+//!    accepts TCP but never speaks is hung, and counts as a failed connect.
+//! 3. A failed connect is not final: the client stays held, discovery is asked for a fresh look,
+//!    and the next attempt goes to whatever primary is current, until `hold_timeout` runs out.
+//!    Only then does the client get a MySQL ERR packet naming the cause — never a bare close.
+//! 4. **Relay** bytes both ways until both sides finish, or until the snapshot's `leave` token is
+//!    cancelled (the primary was replaced, or the proxy is stopping), which closes both sockets.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, watch};
+use tokio::time::timeout_at;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, debug_span};
+
+use super::connect::{ConnectError, connect};
+use super::mysql_packet::{ErrReason, err_packet};
+use super::relay;
+use crate::config::Config;
+use crate::control::primary::{Backend, Primary, PrimaryWatch};
+use crate::ops::metrics::{GaugeGuard, Metrics};
+
+/// What every connection of a worker shares.
+#[derive(Debug, Clone)]
+pub struct ConnContext {
+    /// Live configuration; read once per connection, so a reload affects new connections only.
+    pub config: watch::Receiver<Arc<Config>>,
+    pub primary: PrimaryWatch,
+    pub metrics: Arc<Metrics>,
+    /// Poked after a failed connect so discovery looks again now instead of at its next poll.
+    pub refresh: Arc<Notify>,
+    /// Cancelled on hard stop: held clients get an ERR packet, relays close.
+    pub hard_stop: CancellationToken,
+}
+
+/// The last reason a held client's attempts failed.
+#[derive(Debug, thiserror::Error)]
+enum HoldFailure {
+    #[error(transparent)]
+    Connect(ConnectError),
+    #[error("still connecting when hold_timeout ({}) ran out", humantime::format_duration(*.0))]
+    StillConnecting(Duration),
+}
+
+/// Why a client could not be given a backend: becomes its ERR packet.
+#[derive(Debug)]
+struct Refusal {
+    reason: ErrReason,
+    message: String,
+}
+
+/// Serves one accepted client until it closes.
+pub async fn serve(client: TcpStream, client_addr: SocketAddr, ctx: ConnContext) {
+    let span = debug_span!("conn", client = %client_addr);
+    serve_inner(client, ctx).instrument(span).await
+}
+
+async fn serve_inner(mut client: TcpStream, mut ctx: ConnContext) {
+    let config = ctx.config.borrow().clone();
+    let started = Instant::now();
+    ctx.metrics.connections_accepted.inc();
+    let _active = GaugeGuard::inc(ctx.metrics.connections_active.clone());
+
+    // Boxed: the connect phase (timers, watch, connect futures) is the largest state of a
+    // connection; on the heap it is freed once relaying starts, instead of staying in every
+    // idle connection's task for its whole life.
+    let (mut backend, bound) = match Box::pin(bind_backend(&config, &mut ctx)).await {
+        Ok(pair) => pair,
+        Err(refusal) => {
+            ctx.metrics.err_packet_sent(refusal.reason.label());
+            debug!(reason = refusal.reason.label(), message = %refusal.message, "refusing client");
+            let packet = err_packet(refusal.reason, &refusal.message);
+            // Best effort: the client may already be gone.
+            let _ = client.write_all(&packet).await;
+            let _ = client.shutdown().await;
+            return;
+        }
+    };
+    // Counted for the failover timeline (how many connections a failover closes) and per backend.
+    let _bound = bound.stats.bind();
+    let _backend_count = bound.backend.as_ref().map(|b| {
+        GaugeGuard::inc(
+            bound
+                .stats
+                .backend_gauge(|| ctx.metrics.backend_gauge(b.addr)),
+        )
+    });
+    let backend_name = bound.backend.as_ref().map(ToString::to_string);
+    debug!(
+        backend = backend_name.as_deref(),
+        epoch = bound.epoch,
+        "relaying"
+    );
+
+    let outcome = tokio::select! {
+        result = relay::relay(config.relay, &mut client, &mut backend) => Some(result),
+        () = bound.leave.cancelled() => None,
+    };
+    let elapsed = started.elapsed();
+    match outcome {
+        Some(Ok(stats)) => {
+            ctx.metrics
+                .add_relayed(stats.from_client, stats.from_backend);
+            let closed_by = stats.first_eof.map(|s| s.to_string());
+            debug!(
+                backend = backend_name.as_deref(),
+                bytes_from_client = stats.from_client,
+                bytes_from_backend = stats.from_backend,
+                duration_ms = elapsed.as_millis() as u64,
+                closed_by = closed_by.as_deref().unwrap_or("both"),
+                "connection closed"
+            );
+        }
+        Some(Err(e)) => {
+            ctx.metrics
+                .add_relayed(e.stats.from_client, e.stats.from_backend);
+            debug!(
+                backend = backend_name.as_deref(),
+                side = %e.side,
+                error = %e.source,
+                duration_ms = elapsed.as_millis() as u64,
+                "connection failed"
+            );
+        }
+        None => {
+            let why = if ctx.hard_stop.is_cancelled() {
+                "shutdown"
+            } else {
+                ctx.metrics.connections_closed_by_failover.inc();
+                "failover"
+            };
+            debug!(
+                backend = backend_name.as_deref(),
+                closed_by = why,
+                duration_ms = elapsed.as_millis() as u64,
+                "connection closed by proxy"
+            );
+        }
+    }
+}
+
+/// Holds the client until a primary accepts a connection and greets, or refuses it.
+async fn bind_backend(
+    config: &Config,
+    ctx: &mut ConnContext,
+) -> Result<(TcpStream, Primary), Refusal> {
+    let deadline = tokio::time::Instant::now() + config.hold_timeout;
+    let mut held: Option<GaugeGuard> = None;
+    let mut last_failure: Option<(Backend, HoldFailure)> = None;
+    let mut retry_delay = Duration::from_millis(50);
+    loop {
+        let snapshot = ctx.primary.borrow_and_update().clone();
+        let Some(backend) = snapshot.backend.clone() else {
+            if held.is_none() {
+                held = Some(hold(&ctx.metrics, config)?);
+            }
+            wait_for_change(ctx, deadline, None).await?;
+            if tokio::time::Instant::now() >= deadline {
+                return Err(no_primary(config, ctx, last_failure));
+            }
+            continue;
+        };
+        let attempt = tokio::select! {
+            result = connect(config, &backend) => result,
+            // A new primary was published while we were connecting (the old one may hang
+            // until connect_timeout or the greeting timeout): go to the new one now.
+            Ok(()) = ctx.primary.changed() => continue,
+            () = tokio::time::sleep_until(deadline) => {
+                // Report the cause we know (e.g. an earlier "no greeting"), else this attempt.
+                let failure = last_failure
+                    .unwrap_or((backend, HoldFailure::StillConnecting(config.hold_timeout)));
+                return Err(no_primary(config, ctx, Some(failure)));
+            }
+            () = ctx.hard_stop.cancelled() => return Err(shutting_down()),
+        };
+        match attempt {
+            Ok(stream) => return Ok((stream, snapshot)),
+            Err(error) => {
+                ctx.metrics.backend_connect_error(error.label());
+                ctx.refresh.notify_one();
+                debug!(backend = %backend, %error, reason = error.label(), "backend connect failed; client held");
+                last_failure = Some((backend, HoldFailure::Connect(error)));
+                if held.is_none() {
+                    held = Some(hold(&ctx.metrics, config)?);
+                }
+                // Retry when the primary changes, or after a short, growing delay.
+                wait_for_change(ctx, deadline, Some(retry_delay)).await?;
+                retry_delay = (retry_delay * 2).min(Duration::from_secs(1));
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(no_primary(config, ctx, last_failure));
+                }
+            }
+        }
+    }
+}
+
+/// Waits until the primary changes, `delay` passes, or the hold deadline is reached.
+/// Fails only on hard stop.
+async fn wait_for_change(
+    ctx: &mut ConnContext,
+    deadline: tokio::time::Instant,
+    delay: Option<Duration>,
+) -> Result<(), Refusal> {
+    let until = match delay {
+        Some(d) => deadline.min(tokio::time::Instant::now() + d),
+        None => deadline,
+    };
+    tokio::select! {
+        _ = timeout_at(until, ctx.primary.changed()) => Ok(()),
+        () = ctx.hard_stop.cancelled() => Err(shutting_down()),
+    }
+}
+
+fn shutting_down() -> Refusal {
+    Refusal {
+        reason: ErrReason::ShuttingDown,
+        message: "consul-mysql-proxy: shutting down".to_owned(),
+    }
+}
+
+/// The ERR packet for a client whose hold time ran out.
+fn no_primary(
+    config: &Config,
+    ctx: &ConnContext,
+    last_failure: Option<(Backend, HoldFailure)>,
+) -> Refusal {
+    let waited = humantime::format_duration(config.hold_timeout);
+    let current = ctx.primary.borrow();
+    match (&current.backend, last_failure) {
+        (Some(_), Some((backend, error))) => Refusal {
+            reason: ErrReason::BackendUnreachable,
+            message: format!(
+                "consul-mysql-proxy: primary {backend} of service \"{}\" unreachable after {waited}: {error}",
+                config.service
+            ),
+        },
+        _ => Refusal {
+            reason: ErrReason::NoPrimary,
+            message: format!(
+                "consul-mysql-proxy: no primary for service \"{}\" after {waited}: {}",
+                config.service, current.reason
+            ),
+        },
+    }
+}
+
+/// Counts the client as held, or refuses it when `max_held` clients are held already.
+fn hold(metrics: &Metrics, config: &Config) -> Result<GaugeGuard, Refusal> {
+    // `inc` returns the previous value: the check and the increment are one atomic step.
+    let (guard, before) = GaugeGuard::inc_returning_previous(metrics.connections_held.clone());
+    if usize::try_from(before).unwrap_or(0) >= config.max_held {
+        return Err(Refusal {
+            reason: ErrReason::TooManyHeld,
+            message: format!(
+                "consul-mysql-proxy: too many clients waiting for a primary of service \"{}\" (max_held = {})",
+                config.service, config.max_held
+            ),
+        });
+    }
+    Ok(guard)
+}

@@ -1,0 +1,22 @@
+//! The data side: client connections, from accept to close.
+//!
+//! ```text
+//!   listener (accept, connection cap) ──▶ connection: hold ─▶ connect ─▶ relay ─▶ close
+//!                                             ▲ reads the published primary (watch)
+//!                                             └ no primary in time: mysql_packet ERR to the client
+//! ```
+//!
+//! - [`listener`]: the listening sockets and the accept loop with the connection cap;
+//! - [`connection`]: one client's lifecycle (hold, connect, relay, leave on failover);
+//! - [`connect`]: the backend connect, its socket options and the greeting wait;
+//! - [`relay`]: the byte pumps (`pump`, and `copy` for reference);
+//! - [`mysql_packet`]: the only bytes the proxy writes itself, an ERR packet.
+//!
+//! The data side reads the control side's published primary and never writes it; the only
+//! signal back is a `refresh` poke after a failed connect.
+
+pub(crate) mod connect;
+pub(crate) mod connection;
+pub(crate) mod listener;
+pub(crate) mod mysql_packet;
+pub mod relay;

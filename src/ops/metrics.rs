@@ -1,0 +1,332 @@
+//! Counters and gauges, in Prometheus form (`prometheus-client`), prefixed `consul_mysql_proxy_`.
+//!
+//! One [`Metrics`] is created at start-up and shared as `Arc<Metrics>` by the listener,
+//! connections, discovery and failover; the admin endpoint encodes [`Metrics::registry`] for
+//! `GET /metrics`. Every metric is an atomic: updating one on the connection path costs a few
+//! nanoseconds and no lock. This module knows no proxy type: callers pass label values
+//! (`&'static str`), so every side can use it without depending on the others.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabel {
+    pub direction: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabel {
+    pub backend: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PrimaryLabel {
+    pub address: String,
+    pub name: String,
+}
+
+/// Every metric the proxy keeps.
+#[derive(Debug)]
+pub struct Metrics {
+    pub connections_accepted: Counter,
+    pub connections_active: Gauge,
+    pub connections_held: Gauge,
+    pub bytes: Family<DirectionLabel, Counter>,
+    /// Failed connects to the primary, by reason (refused, timeout, no_greeting, …).
+    pub backend_connect_errors: Family<ReasonLabel, Counter>,
+    pub err_packets: Family<ReasonLabel, Counter>,
+    pub failovers: Counter,
+    pub connections_closed_by_failover: Counter,
+    pub discovery_requests: Family<ResultLabel, Counter>,
+    pub discovery_last_success: Gauge<f64, AtomicU64>,
+    pub consul_index: Gauge,
+    /// Discovery tasks that ended unexpectedly (panic, or a loop that returned) and were restarted.
+    pub discovery_restarts: Counter,
+    /// 1 while the proxy routes to a primary Consul withdrew without a replacement.
+    pub primary_withdrawn: Gauge,
+    /// Seconds without a primary per failover (0 for a direct A → B switch).
+    pub failover_gap: Histogram,
+    /// Relayed connections per backend address.
+    pub backend_connections: Family<BackendLabel, Gauge>,
+    /// 1 for the current primary (info-style metric); empty while there is none.
+    pub primary_info: Family<PrimaryLabel, Gauge>,
+    /// The same per-backend gauges, iterable for `/status` (a `Family` cannot be listed).
+    backends: std::sync::Mutex<std::collections::BTreeMap<std::net::SocketAddr, Gauge>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics {
+            connections_accepted: Counter::default(),
+            connections_active: Gauge::default(),
+            connections_held: Gauge::default(),
+            bytes: Family::default(),
+            backend_connect_errors: Family::default(),
+            err_packets: Family::default(),
+            failovers: Counter::default(),
+            connections_closed_by_failover: Counter::default(),
+            discovery_requests: Family::default(),
+            discovery_last_success: Gauge::default(),
+            consul_index: Gauge::default(),
+            discovery_restarts: Counter::default(),
+            primary_withdrawn: Gauge::default(),
+            failover_gap: Histogram::new([
+                0.0, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+            ]),
+            backend_connections: Family::default(),
+            primary_info: Family::default(),
+            backends: Default::default(),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        Metrics::default()
+    }
+
+    /// Bytes a connection relayed, by the side they came from. The exported label keeps the
+    /// proxy convention: `upstream` = from the client, `downstream` = from the backend.
+    pub fn add_relayed(&self, from_client: u64, from_backend: u64) {
+        for (direction, n) in [("upstream", from_client), ("downstream", from_backend)] {
+            self.bytes
+                .get_or_create(&DirectionLabel { direction })
+                .inc_by(n);
+        }
+    }
+
+    /// An ERR packet was sent to a client instead of a backend, for `reason`.
+    pub fn err_packet_sent(&self, reason: &'static str) {
+        self.err_packets
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// A connect to the primary failed for `reason`.
+    pub fn backend_connect_error(&self, reason: &'static str) {
+        self.backend_connect_errors
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// One discovery request finished with `result` (`ok`, `error`, `invalid`).
+    pub fn discovery_request(&self, result: &'static str) {
+        self.discovery_requests
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    /// A usable discovery answer arrived at `unix_seconds`, with blocking index `index`.
+    pub fn discovery_success(&self, unix_seconds: f64, index: u64) {
+        self.discovery_last_success.set(unix_seconds);
+        self.consul_index
+            .set(i64::try_from(index).unwrap_or(i64::MAX));
+    }
+
+    /// The gauge of connections relayed to `backend`.
+    pub fn backend_gauge(&self, backend: std::net::SocketAddr) -> Gauge {
+        let gauge = self
+            .backend_connections
+            .get_or_create(&BackendLabel {
+                backend: backend.to_string(),
+            })
+            .clone();
+        if let Ok(mut map) = self.backends.lock() {
+            map.entry(backend).or_insert_with(|| gauge.clone());
+        }
+        gauge
+    }
+
+    /// Open relayed connections per backend (backends seen since start-up).
+    pub fn per_backend(&self) -> Vec<(std::net::SocketAddr, i64)> {
+        self.backends
+            .lock()
+            .map(|map| map.iter().map(|(a, g)| (*a, g.get())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Marks `primary` (address, name) as the current primary, or none.
+    pub fn set_primary(&self, primary: Option<(String, String)>) {
+        self.primary_info.clear();
+        if let Some((address, name)) = primary {
+            self.primary_info
+                .get_or_create(&PrimaryLabel { address, name })
+                .set(1);
+        }
+    }
+
+    /// A registry view of every metric, for the text exposition format.
+    pub fn registry(&self) -> Registry {
+        let mut r = Registry::with_prefix("consul_mysql_proxy");
+        r.register(
+            "connections_accepted",
+            "Client connections accepted",
+            self.connections_accepted.clone(),
+        );
+        r.register(
+            "connections_active",
+            "Client connections currently open (held or relayed)",
+            self.connections_active.clone(),
+        );
+        r.register(
+            "connections_held",
+            "Client connections waiting for a reachable primary",
+            self.connections_held.clone(),
+        );
+        r.register(
+            "relayed_bytes",
+            "Bytes relayed, by direction (upstream = client to backend)",
+            self.bytes.clone(),
+        );
+        r.register(
+            "backend_connect_errors",
+            "Failed connection attempts to the primary, by reason (refused, timeout, no_greeting, reset, unreachable, other)",
+            self.backend_connect_errors.clone(),
+        );
+        r.register(
+            "err_packets",
+            "MySQL ERR packets sent to clients instead of a backend, by reason",
+            self.err_packets.clone(),
+        );
+        r.register(
+            "failovers",
+            "Changes of the current primary",
+            self.failovers.clone(),
+        );
+        r.register(
+            "connections_closed_by_failover",
+            "Relayed connections closed because their primary was replaced",
+            self.connections_closed_by_failover.clone(),
+        );
+        r.register(
+            "discovery_requests",
+            "Discovery requests, by result (ok, error = unreachable or HTTP error, invalid = unusable answer)",
+            self.discovery_requests.clone(),
+        );
+        r.register(
+            "discovery_last_success_timestamp_seconds",
+            "Unix time of the last usable discovery answer",
+            self.discovery_last_success.clone(),
+        );
+        r.register(
+            "failover_gap_seconds",
+            "Time without a primary per failover (0 for a direct switch)",
+            self.failover_gap.clone(),
+        );
+        r.register(
+            "backend_connections",
+            "Relayed connections open, by backend address",
+            self.backend_connections.clone(),
+        );
+        r.register(
+            "primary_info",
+            "The current primary (value 1), by address and name",
+            self.primary_info.clone(),
+        );
+        r.register(
+            "discovery_restarts",
+            "Discovery tasks restarted after they ended unexpectedly (panic or early return)",
+            self.discovery_restarts.clone(),
+        );
+        r.register(
+            "primary_withdrawn",
+            "1 while the proxy still routes to a primary Consul withdrew without a replacement (withdrawn_grace, or verified writable)",
+            self.primary_withdrawn.clone(),
+        );
+        r.register(
+            "consul_index",
+            "X-Consul-Index of the last usable Consul answer",
+            self.consul_index.clone(),
+        );
+        r
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry());
+        out
+    }
+}
+
+/// Keeps a gauge incremented while it lives: right on every exit path of a connection.
+#[derive(Debug)]
+pub struct GaugeGuard(Gauge);
+
+impl GaugeGuard {
+    pub fn inc(gauge: Gauge) -> GaugeGuard {
+        gauge.inc();
+        GaugeGuard(gauge)
+    }
+
+    /// Like [`GaugeGuard::inc`], also returning the value before: a check-and-increment in one
+    /// atomic step (used for `max_held`).
+    pub fn inc_returning_previous(gauge: Gauge) -> (GaugeGuard, i64) {
+        let before = gauge.inc();
+        (GaugeGuard(gauge), before)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_prometheus_conventions() {
+        let m = Metrics::new();
+        m.connections_accepted.inc();
+        m.add_relayed(10, 0);
+        m.err_packet_sent("no_primary");
+        m.backend_connect_error("refused");
+        let text = m.encode();
+        assert!(
+            text.contains("consul_mysql_proxy_connections_accepted_total 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("consul_mysql_proxy_relayed_bytes_total{direction=\"upstream\"} 10"),
+            "{text}"
+        );
+        assert!(
+            text.contains("consul_mysql_proxy_err_packets_total{reason=\"no_primary\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("consul_mysql_proxy_backend_connect_errors_total{reason=\"refused\"} 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn gauge_guard_counts_while_alive() {
+        let g = Gauge::default();
+        let (guard, before) = GaugeGuard::inc_returning_previous(g.clone());
+        assert_eq!((before, g.get()), (0, 1));
+        let second = GaugeGuard::inc(g.clone());
+        assert_eq!(g.get(), 2);
+        drop((guard, second));
+        assert_eq!(g.get(), 0);
+    }
+}

@@ -1,0 +1,99 @@
+//! What discovery last saw, for `GET /status` and `/readyz`: the source, the time of the last
+//! usable answer, the last error, whether discovery is watching at all (a task that ended and
+//! is being restarted is *not watching*), and a primary Consul withdrew that the proxy still
+//! routes to. Written by the control side (a few times per second at most), read by the admin
+//! endpoint; a plain mutex is enough.
+
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use serde_json::{Value, json};
+
+use crate::util::clock::rfc3339;
+
+#[derive(Debug, Default)]
+pub struct DiscoveryStatus {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    source: String,
+    last_success: Option<SystemTime>,
+    last_error: Option<(SystemTime, String)>,
+    /// Why discovery is not watching now (a task ended and is being restarted).
+    not_watching: Option<String>,
+    /// A primary Consul withdrew that is still routed to: since when and why.
+    withdrawn: Option<(SystemTime, String)>,
+}
+
+/// RFC 3339 time, or null.
+pub fn rfc3339_or_null(t: Option<SystemTime>) -> Value {
+    t.map_or(Value::Null, |t| Value::String(rfc3339(t)))
+}
+
+impl DiscoveryStatus {
+    fn with(&self, f: impl FnOnce(&mut Inner)) {
+        if let Ok(mut inner) = self.inner.lock() {
+            f(&mut inner);
+        }
+    }
+
+    /// A (re)started source: discovery is watching again.
+    pub fn set_source(&self, source: &str) {
+        self.with(|inner| {
+            inner.source = source.to_owned();
+            inner.not_watching = None;
+        });
+    }
+
+    pub fn success(&self) {
+        self.with(|inner| inner.last_success = Some(SystemTime::now()));
+    }
+
+    pub fn error(&self, error: &str) {
+        self.with(|inner| inner.last_error = Some((SystemTime::now(), error.to_owned())));
+    }
+
+    /// Discovery stopped watching, for `cause`, until its task is restarted.
+    pub fn not_watching(&self, cause: &str) {
+        self.with(|inner| inner.not_watching = Some(cause.to_owned()));
+    }
+
+    /// Why discovery is not watching, if it is not.
+    pub fn not_watching_cause(&self) -> Option<String> {
+        self.inner.lock().ok()?.not_watching.clone()
+    }
+
+    /// The current primary was withdrawn by Consul and is still routed to (`Some`), or not.
+    pub fn set_withdrawn(&self, why: Option<&str>) {
+        self.with(|inner| {
+            inner.withdrawn = why.map(|why| {
+                let since = match &inner.withdrawn {
+                    Some((since, _)) => *since,
+                    None => SystemTime::now(),
+                };
+                (since, why.to_owned())
+            });
+        });
+    }
+
+    /// JSON for `/status`.
+    pub fn to_json(&self) -> Value {
+        let Ok(inner) = self.inner.lock() else {
+            return Value::Null;
+        };
+        json!({
+            "source": inner.source,
+            "watching": inner.not_watching.is_none(),
+            "not_watching": inner.not_watching,
+            "last_success": rfc3339_or_null(inner.last_success),
+            "last_error": inner.last_error.as_ref().map(|(_, e)| e.clone()),
+            "last_error_at": rfc3339_or_null(inner.last_error.as_ref().map(|(t, _)| *t)),
+            "withdrawn_primary": inner.withdrawn.as_ref().map(|(since, why)| json!({
+                "since": rfc3339(*since),
+                "reason": why,
+            })),
+        })
+    }
+}

@@ -14,6 +14,7 @@
 #   profile   perf record (cpu-clock) of HAProxy and ours during oltp_point_select at 8 threads;
 #             the hottest symbols go to profile-<target>.txt (skipped when perf is missing)
 #   report    regenerate results.md and chart.svg from the CSVs in BENCH_OUT
+#             (the chart alone: python3 scripts/bench/report.py --chart results.csv > chart.svg)
 #
 # Targets: direct (MariaDB itself), haproxy (mode tcp, nbthread 1), pump (ours, --relay pump,
 # 1 worker: the default), copy (ours, --relay copy), pump-w2 (ours, --relay pump --workers 2).

@@ -1,6 +1,7 @@
 """Turns the harness CSVs into docs/perf/results.md and docs/perf/chart.svg.
 
-    python3 scripts/bench/report.py DIR
+    python3 scripts/bench/report.py DIR            # DIR/results.md and DIR/chart.svg
+    python3 scripts/bench/report.py --chart CSV    # only the chart of a sysbench CSV, to stdout
 
 Reads DIR/machine.env and whichever of results.csv (sysbench), idle.csv, bulk.csv and
 failover.csv exist. Medians over rounds; ranges are min–max; ratios "vs X" are the median of
@@ -10,33 +11,42 @@ less exposed to a neighbour's build than a ratio of medians). Standard library o
 
 import csv
 import math
+import operator
 import os
 import statistics
 import sys
 from collections import OrderedDict, defaultdict
 
-TARGET_ORDER = ["direct", "haproxy", "pump", "copy", "pump-w2"]
+TARGET_ORDER = ["direct", "haproxy", "pump", "copy", "pump-w2", "fastpath"]
 LABEL = {
     "direct": "direct",
     "haproxy": "HAProxy",
     "pump": "ours (pump)",
     "copy": "ours (copy)",
     "pump-w2": "ours (pump, 2 workers)",
+    "fastpath": "ours (fastpath)",
 }
+# One hue per target (Okabe–Ito, tells apart with the common colour-vision deficiencies);
+# targets not listed here take the spare colours in turn.
 COLOR = {
-    "direct": "#8c8c8c",
-    "haproxy": "#d9822b",
-    "pump": "#2b6cb0",
-    "copy": "#68a0d8",
-    "pump-w2": "#1b3f6b",
+    "direct": "#999999",
+    "haproxy": "#e69f00",
+    "pump": "#0072b2",
+    "copy": "#009e73",
+    "pump-w2": "#cc79a7",
+    "fastpath": "#d55e00",
 }
+SPARE_COLORS = ["#56b4e9", "#f0e442", "#000000", "#7f3c8d"]
 TARGET_DOC = {
     "direct": "direct (MariaDB itself)",
     "haproxy": "HAProxy `mode tcp`, `nbthread 1`",
     "pump": "ours `--relay pump`, 1 worker (the defaults)",
     "copy": "ours `--relay copy`, 1 worker",
     "pump-w2": "ours `--relay pump --workers 2`",
+    "fastpath": "ours, fast path",
 }
+# Our relays whose ratios to direct and HAProxy the chart prints under every cell.
+CHART_RATIO_TARGETS = ["pump", "fastpath"]
 SHORT_WL = {"oltp_point_select": "point_select", "oltp_read_only": "read_only", "oltp_read_write": "read_write"}
 # The targets of the issue (see README "Performance").
 CPU_TARGET = 0.8
@@ -104,23 +114,35 @@ def ordered_targets(present):
 # sysbench
 
 
-def sysbench_tables(rows):
+def index_rows(rows):
+    """(cells in CSV order, {(workload, threads): {target: {round: row}}}, targets in order)."""
     cells = OrderedDict()
-    by = defaultdict(dict)  # (wl, th) -> target -> round -> row
+    by = defaultdict(dict)
     for r in rows:
         key = (r["workload"], int(r["threads"]))
         cells[key] = True
         by[key].setdefault(r["target"], {})[int(r["round"])] = r
-    targets = ordered_targets({r["target"] for r in rows})
+    return list(cells), by, ordered_targets({r["target"] for r in rows})
+
+
+def series(by, key, t, field):
+    """{round: value of `field`} of target `t` in cell `key`."""
+    return {rd: fnum(row[field]) for rd, row in by[key].get(t, {}).items()}
+
+
+def round_ratios(by, key, t, base, field="qps"):
+    """Per-round ratios t ÷ base of `field` in cell `key` (rounds where both ran)."""
+    a, b = series(by, key, t, field), series(by, key, base, field)
+    return [a[rd] / b[rd] for rd in a if rd in b and a[rd] and b[rd]]
+
+
+def sysbench_tables(rows):
+    cells, by, targets = index_rows(rows)
     out = []
     verdict = {}
 
-    def series(key, t, field):
-        return {rd: fnum(row[field]) for rd, row in by[key].get(t, {}).items()}
-
     def ratios(key, t, base, field="qps"):
-        a, b = series(key, t, field), series(key, base, field)
-        return [a[rd] / b[rd] for rd in a if rd in b and a[rd] and b[rd]]
+        return round_ratios(by, key, t, base, field)
 
     # qps
     out.append("### Throughput: queries per second (median, [min–max] over rounds)\n")
@@ -129,7 +151,7 @@ def sysbench_tables(rows):
     for key in cells:
         cols = []
         for t in targets:
-            q = list(series(key, t, "qps").values())
+            q = list(series(by, key, t, "qps").values())
             lo, hi = rng(q)
             cols.append((f"{fmt(med(q))} [{fmt(lo)}–{fmt(hi)}]" if len(q) > 1 else fmt(med(q))) if q else "–")
         out.append(f"| {SHORT_WL.get(key[0], key[0])} | {key[1]} | " + " | ".join(cols) + " |")
@@ -165,7 +187,7 @@ def sysbench_tables(rows):
     for key in cells:
         out.append(
             f"| {SHORT_WL.get(key[0], key[0])} | {key[1]} | "
-            + " | ".join(fmt(med(list(series(key, t, "p95_ms").values())), 2) for t in targets)
+            + " | ".join(fmt(med(list(series(by, key, t, "p95_ms").values())), 2) for t in targets)
             + " |"
         )
     out.append("")
@@ -182,7 +204,7 @@ def sysbench_tables(rows):
         for key in cells:
             cols = []
             for t in proxies:
-                c = list(series(key, t, "cpu_s_per_10k_queries").values())
+                c = list(series(by, key, t, "cpu_s_per_10k_queries").values())
                 lo, hi = rng(c)
                 cols.append(
                     (f"{fmt(med(c), 3)} [{fmt(lo, 3)}–{fmt(hi, 3)}]" if len(c) > 1 else fmt(med(c), 3)) if c else "–"
@@ -351,43 +373,91 @@ def nice_step(raw):
     return 10 * mag
 
 
-def svg_chart(path, cells, by, targets):
-    cells = list(cells)
-    if not cells:
-        return
-    W, PH, ML, MR, MT = 1000, 300, 70, 20, 50
-    H = MT + 2 * PH + 150
-    el = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
-        'font-family="sans-serif" font-size="12">',
-        f'<rect width="{W}" height="{H}" fill="white"/>',
-    ]
+def color_of(t, targets):
+    if t in COLOR:
+        return COLOR[t]
+    spare = [x for x in targets if x not in COLOR]
+    return SPARE_COLORS[spare.index(t) % len(SPARE_COLORS)]
 
-    def panel(y0, title, field, tgts, digits, ratio_pair=("pump", "haproxy")):
-        vals = {}
-        for key in cells:
-            for t in tgts:
-                xs = [fnum(r[field]) for r in by[key].get(t, {}).values()]
-                xs = [x for x in xs if x is not None]
-                if xs:
-                    vals[(key, t)] = (statistics.median(xs), min(xs), max(xs))
+
+def esc(text):
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def text_width(text, size):
+    """Rough rendered width of `text` in the sans-serif font at `size` px."""
+    return 0.58 * size * len(text)
+
+
+# Ratio colours: meets the target, misses it, no target.
+GOOD, BAD, NEUTRAL = "#1a7f37", "#b42318", "#333333"
+
+
+def chart_svg(cells, by, targets):
+    """Two bar panels (qps; proxy CPU per 10k queries), one bar per target per cell, and under
+    each panel a table of our relay's ratios per cell (median of per-round ratios, as in
+    results.md). Every label has its own row or column: nothing overlaps."""
+    cells = list(cells)
+    W, ML, MR, PH = 1000, 170, 20, 240
+    ROW = 17  # height of one ratio-table row
+    pw = W - ML - MR
+    gw = pw / len(cells)
+    ours = [t for t in CHART_RATIO_TARGETS if t in targets]
+    # workload groups: runs of consecutive cells with the same workload
+    groups = []
+    for ci, key in enumerate(cells):
+        if groups and groups[-1][0] == key[0]:
+            groups[-1][2] = ci
+        else:
+            groups.append([key[0], ci, ci])
+
+    def stats(key, t, field):
+        xs = [x for x in series(by, key, t, field).values() if x is not None]
+        return (statistics.median(xs), min(xs), max(xs)) if xs else None
+
+    def ratio_rows(field, bases, better):
+        """[(label, [(text, colour, tooltip) per cell])] for each of ours against each base."""
+        rows = []
+        for t in ours:
+            for base, target in bases:
+                if base not in targets:
+                    continue
+                vals = []
+                for key in cells:
+                    rs = round_ratios(by, key, t, base, field)
+                    if not rs:
+                        vals.append(("–", NEUTRAL, ""))
+                        continue
+                    m = statistics.median(rs)
+                    colour = NEUTRAL if target is None else (GOOD if better(m, target) else BAD)
+                    tip = f"{LABEL.get(t, t)} ÷ {LABEL.get(base, base)}, {key[0]} {key[1]} thr: median {m:.2f}"
+                    if len(rs) > 1:
+                        tip += f" (rounds {min(rs):.2f}–{max(rs):.2f})"
+                    vals.append((f"{m:.2f}×", colour, tip))
+                rows.append((f"{LABEL.get(t, t)} ÷ {LABEL.get(base, base)}", vals))
+        return rows
+
+    el = []
+
+    def panel(y0, title, field, tgts, digits, rows):
+        """Draws one panel with its top (title baseline) at y0; returns the y below it."""
+        vals = {(key, t): v for key in cells for t in tgts if (v := stats(key, t, field))}
         if not vals:
-            return
-        step = nice_step(max(v[2] for v in vals.values()) * 1.1 / 5)
-        ticks = int(max(v[2] for v in vals.values()) * 1.1 / step) + 1
-        top = step * ticks
-        pw = W - ML - MR
-        el.append(f'<text x="{ML}" y="{y0 - 12}" font-size="14" font-weight="bold">{title}</text>')
-        # grid
-        for i in range(ticks + 1):
+            return y0
+        el.append(f'<text x="{ML}" y="{y0}" font-size="14" font-weight="bold">{esc(title)}</text>')
+        top_y = y0 + 14
+        peak = max(v[2] for v in vals.values()) * 1.05
+        step = nice_step(peak / 8)
+        top = step * math.ceil(peak / step)
+        bottom = top_y + PH
+        for i in range(round(top / step) + 1):
             v = step * i
-            y = y0 + PH - PH * v / top
-            el.append(f'<line x1="{ML}" x2="{W - MR}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
+            y = bottom - PH * v / top
+            el.append(f'<line x1="{ML}" x2="{W - MR}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e3e3e3"/>')
             el.append(f'<text x="{ML - 6}" y="{y + 4:.1f}" text-anchor="end">{v:,.{digits}f}</text>')
-        gw = pw / len(cells)
-        bw = gw * 0.8 / len(tgts)
+        bw = gw * 0.84 / len(tgts)
         for ci, key in enumerate(cells):
-            gx = ML + ci * gw + gw * 0.1
+            gx = ML + ci * gw + gw * 0.08
             for ti, t in enumerate(tgts):
                 if (key, t) not in vals:
                     continue
@@ -395,49 +465,106 @@ def svg_chart(path, cells, by, targets):
                 x = gx + ti * bw
                 h = PH * m / top
                 el.append(
-                    f'<rect x="{x:.1f}" y="{y0 + PH - h:.1f}" width="{bw * 0.9:.1f}" height="{h:.1f}" '
-                    f'fill="{COLOR.get(t, "#555")}"><title>{LABEL.get(t, t)} {key[0]} {key[1]} thr: '
-                    f'{m:,.{digits}f} [{lo:,.{digits}f}–{hi:,.{digits}f}]</title></rect>'
+                    f'<rect x="{x:.1f}" y="{bottom - h:.1f}" width="{bw * 0.88:.1f}" height="{h:.1f}" '
+                    f'fill="{color_of(t, targets)}"><title>{esc(LABEL.get(t, t))}, {key[0]} {key[1]} thr: '
+                    f"{m:,.{digits}f} [{lo:,.{digits}f}–{hi:,.{digits}f}]</title></rect>"
                 )
-                cx = x + bw * 0.45
-                ylo, yhi = y0 + PH - PH * lo / top, y0 + PH - PH * hi / top
-                el.append(f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{ylo:.1f}" y2="{yhi:.1f}" stroke="black"/>')
-            if ("pump", "haproxy") == ratio_pair and (key, "pump") in vals and (key, "haproxy") in vals:
-                r = vals[(key, "pump")][0] / vals[(key, "haproxy")][0]
+                cx = x + bw * 0.44
+                ylo, yhi = bottom - PH * lo / top, bottom - PH * hi / top
                 el.append(
-                    f'<text x="{ML + ci * gw + gw / 2:.1f}" y="{y0 + 12}" text-anchor="middle" '
-                    f'font-size="11" fill="{COLOR["pump"]}">pump÷HAProxy {r:.2f}</text>'
+                    f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{ylo:.1f}" y2="{yhi:.1f}" stroke="#222" stroke-width="1"/>'
                 )
-            label = f"{SHORT_WL.get(key[0], key[0])} {key[1]}t"
+        el.append(f'<line x1="{ML}" x2="{W - MR}" y1="{bottom}" y2="{bottom}" stroke="black"/>')
+        # x axis: threads per cell, the workload under its group of cells
+        for ci, key in enumerate(cells):
             el.append(
-                f'<text x="{ML + ci * gw + gw / 2:.1f}" y="{y0 + PH + 16}" text-anchor="middle">{label}</text>'
+                f'<text x="{ML + (ci + 0.5) * gw:.1f}" y="{bottom + 15}" text-anchor="middle">{key[1]} thr</text>'
             )
-        el.append(f'<line x1="{ML}" x2="{W - MR}" y1="{y0 + PH}" y2="{y0 + PH}" stroke="black"/>')
+        for wl, first, last in groups:
+            cx = ML + (first + last + 1) / 2 * gw
+            el.append(
+                f'<text x="{cx:.1f}" y="{bottom + 32}" text-anchor="middle" font-weight="bold">'
+                f"{esc(SHORT_WL.get(wl, wl))}</text>"
+            )
+        # ratio table, one row per (ours, base)
+        y = bottom + 42
+        if rows:
+            el.append(
+                f'<text x="{ML - 8}" y="{y + 11}" text-anchor="end" font-size="11" fill="#555">'
+                "ratio (median of rounds)</text>"
+            )
+            y += ROW
+        for ri, (label, cols) in enumerate(rows):
+            if ri % 2 == 0:
+                el.append(f'<rect x="8" y="{y}" width="{W - MR - 8}" height="{ROW}" fill="#f4f4f4"/>')
+            el.append(f'<text x="{ML - 8}" y="{y + 12.5}" text-anchor="end" font-size="11">{esc(label)}</text>')
+            for ci, (text, colour, tip) in enumerate(cols):
+                weight = ' font-weight="bold"' if colour == BAD else ""
+                title = f"<title>{esc(tip)}</title>" if tip else ""
+                el.append(
+                    f'<text x="{ML + (ci + 0.5) * gw:.1f}" y="{y + 12.5}" text-anchor="middle" font-size="11" '
+                    f'fill="{colour}"{weight}>{text}{title}</text>'
+                )
+            y += ROW
+        # workload separators through the axis labels and the table
+        for _, first, _ in groups[1:]:
+            x = ML + first * gw
+            el.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top_y}" y2="{y}" stroke="#bbb" stroke-dasharray="3,3"/>')
+        return y
 
-    panel(MT, "sysbench queries per second (median of rounds; whisker = min–max)", "qps", targets, 0)
+    y = panel(
+        24,
+        "sysbench queries per second (higher is better; bar = median of rounds, whisker = min–max)",
+        "qps",
+        targets,
+        0,
+        ratio_rows("qps", [("direct", None), ("haproxy", 1.0)], operator.ge),
+    )
     proxies = [t for t in targets if t != "direct"]
-    panel(
-        MT + PH + 70,
+    y = panel(
+        y + 40,
         "proxy CPU seconds per 10k queries (lower is better)",
         "cpu_s_per_10k_queries",
         proxies,
         2,
+        ratio_rows("cpu_s_per_10k_queries", [("haproxy", CPU_TARGET)], operator.le),
     )
+    # legend: one swatch per target, wrapped to the width
+    y += 28
     lx = ML
-    ly = H - 30
     for t in targets:
-        el.append(f'<rect x="{lx}" y="{ly - 10}" width="12" height="12" fill="{COLOR.get(t, "#555")}"/>')
-        el.append(f'<text x="{lx + 16}" y="{ly}">{LABEL.get(t, t)}</text>')
-        lx += 40 + 7 * len(LABEL.get(t, t))
-    el.append("</svg>")
-    with open(path, "w") as f:
-        f.write("\n".join(el) + "\n")
+        label = LABEL.get(t, t)
+        w = 16 + text_width(label, 12) + 24
+        if lx + w > W - MR:
+            lx, y = ML, y + 20
+        el.append(f'<rect x="{lx}" y="{y - 10}" width="12" height="12" fill="{color_of(t, targets)}"/>')
+        el.append(f'<text x="{lx + 16}" y="{y}">{esc(label)}</text>')
+        lx += w
+    y += 22
+    el.append(
+        f'<text x="{ML}" y="{y}" font-size="11" fill="#555">Ratios: '
+        f'<tspan fill="{GOOD}">green</tspan> meets the target (qps ≥ HAProxy; CPU ≤ {CPU_TARGET}× HAProxy), '
+        f'<tspan fill="{BAD}" font-weight="bold">red</tspan> misses it; ÷ direct has no target.</text>'
+    )
+    H = y + 16
+    head = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
+        'font-family="sans-serif" font-size="12">',
+        f'<rect width="{W}" height="{H}" fill="white"/>',
+    ]
+    return "\n".join(head + el + ["</svg>"]) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------
 
 
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--chart":
+        cells, by, targets = index_rows(read_csv(sys.argv[2]))
+        if not cells:
+            sys.exit(f"{sys.argv[2]}: no sysbench rows")
+        sys.stdout.write(chart_svg(cells, by, targets))
+        return
     d = sys.argv[1] if len(sys.argv) > 1 else "docs/perf"
     env = read_env(os.path.join(d, "machine.env"))
     sb = read_csv(os.path.join(d, "results.csv"))
@@ -467,7 +594,8 @@ def main():
         t, v, cells, by, targets = sysbench_tables(sb)
         md += t
         verdict.update(v)
-        svg_chart(os.path.join(d, "chart.svg"), cells, by, targets)
+        with open(os.path.join(d, "chart.svg"), "w") as f:
+            f.write(chart_svg(cells, by, targets))
         md += ["![qps and CPU per query](chart.svg)", ""]
     for fn, name in ((idle_table, "idle.csv"), (bulk_table, "bulk.csv"), (failover_table, "failover.csv")):
         t, v = fn(read_csv(os.path.join(d, name)))

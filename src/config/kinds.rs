@@ -89,7 +89,8 @@ pub enum OnMultiple {
     First,
 }
 
-/// How a Consul check in `warning` counts when the proxy judges an instance's health.
+/// How a Consul *node* check in `warning` counts when the proxy judges an instance's health.
+/// (The service's own check in `warning` never passes, as with Consul's `?passing`.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ValueEnum, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum WarningIs {

@@ -221,7 +221,7 @@ pub struct Settings {
     )]
     pub monitor_password_file: Option<PathBuf>,
 
-    /// consul-health: whether a check in `warning` leaves an instance a candidate (passing) or takes it out (critical)
+    /// consul-health: whether a node check in `warning` (e.g. disk) leaves an instance a candidate (passing) or takes it out (critical); the service's own check in warning never passes
     #[arg(long, env = "CONSUL_MYSQL_PROXY_WARNING_IS", value_enum)]
     pub warning_is: Option<WarningIs>,
 
@@ -234,7 +234,7 @@ pub struct Settings {
     )]
     pub ignore_checks: Option<Vec<String>>,
 
-    /// A primary Consul withdrew (deregistered, node or service check critical) with no replacement stays routed to this long without verify_writable; with it, as long as it is verified writable
+    /// A primary Consul withdrew (deregistered, node or service check critical) with no replacement stays routed to this long without verify_writable; with it, as long as it is verified writable; 0 = drop it at once
     #[arg(long, env = "CONSUL_MYSQL_PROXY_WITHDRAWN_GRACE", value_parser = parse_duration, value_name = "DURATION")]
     #[serde(default, with = "humantime_serde")]
     pub withdrawn_grace: Option<Duration>,

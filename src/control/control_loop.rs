@@ -239,7 +239,10 @@ impl State<'_> {
                     describe,
                 );
                 let lost_sight = match (&selection.backend, &current) {
-                    (None, Some(primary)) if candidates.is_empty() => {
+                    // `withdrawn_grace = 0s` turns this off: a withdrawn primary is dropped.
+                    (None, Some(primary))
+                        if candidates.is_empty() && !self.config.withdrawn_grace.is_zero() =>
+                    {
                         lost_sight_of(primary, &excluded)
                     }
                     _ => None,

@@ -67,7 +67,7 @@ impl<T> Default for Decoded<T> {
 pub enum Health {
     /// Every relevant check passes.
     Passing,
-    /// A check warns and `warning_is = passing` (the default): still a candidate.
+    /// A node check warns and `warning_is = passing` (the default): still a candidate.
     Warning(String),
     /// A check is critical: the service check, or a node check such as `serfHealth` (the
     /// node's agent is gone or cut off from the servers).
@@ -266,7 +266,14 @@ fn judge(checks: &[HealthCheck], service_id: &str, rules: &HealthRules) -> Healt
     if let Some(c) = critical {
         return Health::Critical(describe(c));
     }
-    if let Some(c) = relevant.iter().find(|c| c.status == "warning") {
+    let warnings = || relevant.iter().filter(|c| c.status == "warning");
+    // The service's own check in warning: not passing, as Consul's `?passing` reads it (a script
+    // check exits 1 for warning, which many "am I the primary?" scripts use for "no").
+    if let Some(c) = warnings().find(|c| !c.service_id.is_empty()) {
+        return Health::Critical(describe(c));
+    }
+    // A node check in warning (disk 90 %, load): `warning_is` decides.
+    if let Some(c) = warnings().next() {
         return match rules.warning_is {
             WarningIs::Passing => Health::Warning(describe(c)),
             WarningIs::Critical => {
@@ -553,6 +560,11 @@ mod tests {
             Health::Warning(_)
         ));
         assert!(health_of(&format!("[{disk_warn}]"), &r).is_candidate());
+        let svc_warn = r#"{"CheckID":"service:mysql-1","Status":"warning","Output":"exit 1","ServiceID":"mysql-1"}"#;
+        assert!(
+            !health_of(&format!("[{serf_ok},{svc_warn}]"), &r).is_candidate(),
+            "the service's own check in warning is not passing (Consul's ?passing)"
+        );
         assert!(
             matches!(health_of(&format!("[{serf_ok},{svc_down},{maint}]"), &r),
             Health::Maintenance(ref why) if why.contains("upgrade"))

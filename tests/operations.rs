@@ -261,10 +261,19 @@ fn documented_env_vars_exist() {
         "{help}"
     );
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(root.join("deploy"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    // deploy/ and its subfolders (deploy/grafana/ …).
+    let mut files: Vec<std::path::PathBuf> = Vec::new();
+    let mut dirs = vec![root.join("deploy")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
     files.extend([root.join("README.md"), root.join("Dockerfile")]);
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();

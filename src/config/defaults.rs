@@ -36,6 +36,7 @@ pub fn table() -> Settings {
         max_held: Some(10_000),
         verify_writable: Some(false),
         verify_interval: Some(secs(1)),
+        consul_tls_skip_verify: Some(false),
         warning_is: Some(WarningIs::Passing),
         withdrawn_grace: Some(secs(30)),
         on_failover: Some(OnFailover::Close),

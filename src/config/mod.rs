@@ -33,10 +33,10 @@ pub use kinds::{
     Consistency, DiscoveryKind, DnsRecord, LogFormat, OnFailover, OnMultiple, RelayKind, WarningIs,
 };
 pub use model::{
-    Config, ConsulConfig, ConsulSource, Discovery, DnsConfig, FailoverPolicy, FenceConfig,
-    HealthRules, MAX_CONSUL_WAIT, MONITOR_PASSWORD_ENV,
+    Config, ConsulConfig, ConsulScope, ConsulSource, ConsulTls, Discovery, DnsConfig,
+    FailoverPolicy, FenceConfig, HealthRules, MAX_CONSUL_WAIT, MONITOR_PASSWORD_ENV,
 };
-pub use settings::{Settings, parse_duration};
+pub use settings::{Settings, parse_bool, parse_duration};
 
 /// Prefix of every environment variable that can set a field.
 pub const ENV_PREFIX: &str = "CONSUL_MYSQL_PROXY_";
@@ -53,6 +53,8 @@ pub enum ConfigError {
     },
     #[error("invalid config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
+    #[error("invalid environment variable {name}: {reason}")]
+    Env { name: &'static str, reason: String },
 }
 
 fn env_name(field: &str) -> String {
@@ -75,7 +77,7 @@ impl Config {
             None => Settings::default(),
         };
         let ecosystem =
-            Settings::from_consul_env(|name| std::env::var(name).ok().filter(|v| !v.is_empty()));
+            Settings::from_consul_env(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))?;
         let monitor_password = std::env::var(MONITOR_PASSWORD_ENV).ok().map(Secret::new);
         Config::resolve_with(
             ecosystem.overlay(file).overlay(cli.clone()),

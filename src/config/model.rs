@@ -87,14 +87,43 @@ pub struct ConsulConfig {
     /// Agent base URLs (`http(s)://host:port`), tried in turn.
     pub addresses: Vec<String>,
     pub token: Option<Secret>,
-    pub ca_cert: Option<PathBuf>,
+    pub tls: ConsulTls,
+    pub scope: ConsulScope,
     pub wait: Duration,
     pub stale_after: Option<Duration>,
     pub dc: Option<String>,
     pub consistency: Consistency,
+    /// With `stale` reads: an answer whose `X-Consul-LastContact` is older is unavailable.
+    pub max_stale: Option<Duration>,
     pub default_port: u16,
     /// How the health source judges each instance's checks.
     pub health: HealthRules,
+}
+
+/// TLS toward the agent, as Consul's client configures it (`api/api.go` `SetupTLSConfig`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConsulTls {
+    /// PEM CA file; with `ca_path`, both are trusted; neither: the system roots.
+    pub ca_cert: Option<PathBuf>,
+    /// Directory of PEM CA files.
+    pub ca_path: Option<PathBuf>,
+    /// Client certificate and key, for agents with `verify_incoming`.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// Name checked in the agent's certificate (and sent as SNI) instead of the URL's host.
+    pub server_name: Option<String>,
+    /// No certificate verification at all (insecure).
+    pub skip_verify: bool,
+}
+
+/// Where in Consul the service lives: sent as `ns`, `partition`, `peer`, `filter`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConsulScope {
+    pub namespace: Option<String>,
+    pub partition: Option<String>,
+    /// Health and catalog only: the peer cluster the service is imported from.
+    pub peer: Option<String>,
+    /// Health and catalog only: a Consul filter expression.
+    pub filter: Option<String>,
 }
 
 /// The proxy's own reading of Consul's checks (`consul-health`).

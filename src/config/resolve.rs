@@ -6,14 +6,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::defaults;
-use super::kinds::{DiscoveryKind, DnsRecord};
+use super::kinds::{Consistency, DiscoveryKind, DnsRecord};
 use super::model::{
-    Config, ConsulConfig, ConsulSource, Discovery, DnsConfig, FailoverPolicy, FenceConfig,
-    HealthRules, MAX_CONSUL_WAIT,
+    Config, ConsulConfig, ConsulScope, ConsulSource, ConsulTls, Discovery, DnsConfig,
+    FailoverPolicy, FenceConfig, HealthRules, MAX_CONSUL_WAIT,
 };
 use super::settings::Settings;
 use super::{ConfigError, invalid};
-use crate::util::pem::load_certs;
+use crate::util::pem::{load_cert_dir, load_certs, load_client_identity};
 use crate::util::secret::{Secret, read_secret_file};
 
 impl Config {
@@ -167,15 +167,24 @@ fn resolve_discovery(s: &Settings) -> Result<Discovery, ConfigError> {
             "must be between 1ms and 10m (Consul caps blocking queries at 10m)",
         ));
     }
-    let token = match (&s.consul_token, &s.consul_token_file) {
-        (Some(token), _) => Some(token.clone()),
-        (None, Some(path)) => Some(read_secret_file(path).map_err(|e| {
-            invalid(
-                "consul_token_file",
-                format!("cannot read {}: {e}", path.display()),
-            )
-        })?),
-        (None, None) => None,
+    // As Consul's client (`api/api.go` `NewClient`): a token file wins over a token, whichever
+    // layer set each; its content is trimmed of white space; an empty file means "no token".
+    let token = match &s.consul_token_file {
+        Some(path) => {
+            let text = read_secret_file(path).map_err(|e| {
+                invalid(
+                    "consul_token_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            let trimmed = text.expose().trim();
+            if trimmed.is_empty() {
+                s.consul_token.clone()
+            } else {
+                Some(Secret::new(trimmed))
+            }
+        }
+        None => s.consul_token.clone(),
     };
     if let Some(stale) = s.consul_stale_after
         && stale <= wait / 16
@@ -185,24 +194,82 @@ fn resolve_discovery(s: &Settings) -> Result<Discovery, ConfigError> {
             "must be longer than a blocking query's jitter (consul_wait / 16)",
         ));
     }
-    if let Some(path) = &s.consul_ca_cert {
-        load_certs(path).map_err(|e| invalid("consul_ca_cert", e.to_string()))?;
+    let tls = resolve_consul_tls(s)?;
+    let scope = ConsulScope {
+        namespace: non_empty(&s.consul_namespace),
+        partition: non_empty(&s.consul_partition),
+        peer: non_empty(&s.consul_peer),
+        filter: non_empty(&s.consul_filter),
+    };
+    let consistency = need("consistency", s.consistency)?;
+    if s.consul_max_stale.is_some() && consistency != Consistency::Stale {
+        return Err(invalid(
+            "consul_max_stale",
+            "only applies to `consistency = stale` (other reads come from the leader)",
+        ));
     }
     Ok(Discovery::Consul(ConsulConfig {
         source,
         addresses,
         token,
-        ca_cert: s.consul_ca_cert.clone(),
+        tls,
+        scope,
         wait,
         stale_after: s.consul_stale_after,
         dc: s.dc.clone().filter(|dc| !dc.is_empty()),
-        consistency: need("consistency", s.consistency)?,
+        consistency,
+        max_stale: s.consul_max_stale,
         default_port,
         health: HealthRules {
             warning_is: need("warning_is", s.warning_is)?,
             ignore_checks: ignore_checks(s)?,
         },
     }))
+}
+
+fn non_empty(value: &Option<String>) -> Option<String> {
+    value
+        .as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+}
+
+/// TLS settings toward the agent, checked now so a wrong path is a start-up error.
+fn resolve_consul_tls(s: &Settings) -> Result<ConsulTls, ConfigError> {
+    if let Some(path) = &s.consul_ca_cert {
+        load_certs(path).map_err(|e| invalid("consul_ca_cert", e.to_string()))?;
+    }
+    if let Some(dir) = &s.consul_ca_path {
+        load_cert_dir(dir).map_err(|e| invalid("consul_ca_path", e.to_string()))?;
+    }
+    let client_cert = match (&s.consul_client_cert, &s.consul_client_key) {
+        (Some(cert), Some(key)) => {
+            load_client_identity(cert, key)
+                .map_err(|e| invalid("consul_client_cert", e.to_string()))?;
+            Some((cert.clone(), key.clone()))
+        }
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(invalid(
+                "consul_client_key",
+                "consul_client_cert needs its key too (both client cert and client key must be provided)",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                "consul_client_cert",
+                "consul_client_key needs its certificate too (both client cert and client key must be provided)",
+            ));
+        }
+    };
+    Ok(ConsulTls {
+        ca_cert: s.consul_ca_cert.clone(),
+        ca_path: s.consul_ca_path.clone(),
+        client_cert,
+        server_name: non_empty(&s.consul_tls_server_name),
+        skip_verify: need("consul_tls_skip_verify", s.consul_tls_skip_verify)?,
+    })
 }
 
 fn ignore_checks(s: &Settings) -> Result<Vec<String>, ConfigError> {
@@ -459,7 +526,7 @@ mod tests {
             "CONSUL_HTTP_TOKEN" => Some("s3cr3t-token".to_owned()),
             _ => None,
         };
-        let eco = Settings::from_consul_env(env);
+        let eco = Settings::from_consul_env(env).unwrap();
         let c = Config::resolve(eco.clone()).unwrap();
         assert_eq!(
             consul(&c).addresses,

@@ -97,6 +97,47 @@ pub struct Settings {
     #[arg(long, env = "CONSUL_MYSQL_PROXY_CONSUL_CA_CERT", value_name = "FILE")]
     pub consul_ca_cert: Option<PathBuf>,
 
+    /// Directory of PEM CA certificates to verify an HTTPS Consul agent [default: $CONSUL_CAPATH]
+    #[arg(long, env = "CONSUL_MYSQL_PROXY_CONSUL_CA_PATH", value_name = "DIR")]
+    pub consul_ca_path: Option<PathBuf>,
+
+    /// PEM client certificate for an agent with verify_incoming (with consul_client_key) [default: $CONSUL_CLIENT_CERT]
+    #[arg(long, env = "CONSUL_MYSQL_PROXY_CONSUL_CLIENT_CERT", value_name = "FILE")]
+    pub consul_client_cert: Option<PathBuf>,
+
+    /// PEM private key of consul_client_cert [default: $CONSUL_CLIENT_KEY]
+    #[arg(long, env = "CONSUL_MYSQL_PROXY_CONSUL_CLIENT_KEY", value_name = "FILE")]
+    pub consul_client_key: Option<PathBuf>,
+
+    /// TLS server name (SNI and certificate check) of the agent, when it differs from the address's host [default: $CONSUL_TLS_SERVER_NAME]
+    #[arg(long, env = "CONSUL_MYSQL_PROXY_CONSUL_TLS_SERVER_NAME", value_name = "NAME")]
+    pub consul_tls_server_name: Option<String>,
+
+    /// Do not verify the agent's certificate (insecure; logged loudly at start-up; or $CONSUL_HTTP_SSL_VERIFY=false)
+    #[arg(long, env = "CONSUL_MYSQL_PROXY_CONSUL_TLS_SKIP_VERIFY", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool, value_name = "BOOL")]
+    pub consul_tls_skip_verify: Option<bool>,
+
+    /// Consul Enterprise namespace of the service and KV key, sent as `ns` [default: $CONSUL_NAMESPACE]
+    #[arg(long, env = "CONSUL_MYSQL_PROXY_CONSUL_NAMESPACE", value_name = "NS")]
+    pub consul_namespace: Option<String>,
+
+    /// Consul Enterprise admin partition, sent as `partition` [default: $CONSUL_PARTITION]
+    #[arg(long, env = "CONSUL_MYSQL_PROXY_CONSUL_PARTITION", value_name = "PARTITION")]
+    pub consul_partition: Option<String>,
+
+    /// Cluster peer the service is imported from, sent as `peer` (health and catalog)
+    #[arg(long, env = "CONSUL_MYSQL_PROXY_CONSUL_PEER", value_name = "PEER")]
+    pub consul_peer: Option<String>,
+
+    /// Consul filter expression passed through to health and catalog queries (e.g. `Service.Meta.cluster == "main"`)
+    #[arg(long, env = "CONSUL_MYSQL_PROXY_CONSUL_FILTER", value_name = "EXPR")]
+    pub consul_filter: Option<String>,
+
+    /// With consistency = stale: an answer from a server that last heard from the leader longer ago than this counts as unavailable [default: unlimited]
+    #[arg(long, env = "CONSUL_MYSQL_PROXY_CONSUL_MAX_STALE", value_parser = parse_duration, value_name = "DURATION")]
+    #[serde(default, with = "humantime_serde")]
+    pub consul_max_stale: Option<Duration>,
+
     /// Longest wait of one Consul blocking query (max 10m)
     #[arg(long, env = "CONSUL_MYSQL_PROXY_CONSUL_WAIT", value_parser = parse_duration, value_name = "DURATION")]
     #[serde(default, with = "humantime_serde")]
@@ -129,7 +170,7 @@ pub struct Settings {
     pub kv_key: Option<String>,
 
     /// consul-kv: a key not held by a session (lock released) means "no primary"
-    #[arg(long, env = "CONSUL_MYSQL_PROXY_KV_REQUIRE_SESSION", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    #[arg(long, env = "CONSUL_MYSQL_PROXY_KV_REQUIRE_SESSION", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool, value_name = "BOOL")]
     pub kv_require_session: Option<bool>,
 
     /// Port used when a KV value or DNS A record names only a host
@@ -201,7 +242,7 @@ pub struct Settings {
     pub max_held: Option<usize>,
 
     /// Fencing: adopt a primary only after `SELECT @@global.read_only` says it is writable, and re-check it every verify_interval
-    #[arg(long, env = "CONSUL_MYSQL_PROXY_VERIFY_WRITABLE", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    #[arg(long, env = "CONSUL_MYSQL_PROXY_VERIFY_WRITABLE", num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool, value_name = "BOOL")]
     pub verify_writable: Option<bool>,
 
     /// How often the current primary is re-checked with verify_writable
@@ -266,6 +307,18 @@ pub struct Settings {
 }
 }
 
+/// Parses a boolean the way Go's `strconv.ParseBool` does (what Consul's own tools accept for
+/// `CONSUL_HTTP_SSL` and friends): `1 t T TRUE true True` / `0 f F FALSE false False`.
+pub fn parse_bool(text: &str) -> Result<bool, String> {
+    match text.trim() {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        other => Err(format!(
+            "`{other}` is not a boolean (true/false, 1/0, t/f, as Go's ParseBool)"
+        )),
+    }
+}
+
 /// Parses a Go/humantime duration such as `10s`, `500ms` or `1m30s`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim())
@@ -290,24 +343,44 @@ impl Settings {
         toml::from_str(text).map_err(|e| e.to_string().trim_end().replace('\n', " "))
     }
 
-    /// The Consul ecosystem's own variables (`CONSUL_HTTP_ADDR`, `CONSUL_HTTP_TOKEN`,
-    /// `CONSUL_HTTP_TOKEN_FILE`, `CONSUL_CACERT`, `CONSUL_HTTP_SSL`), as the lowest layer.
-    pub fn from_consul_env(var: impl Fn(&str) -> Option<String>) -> Settings {
-        let ssl = var("CONSUL_HTTP_SSL").is_some_and(|v| v == "true" || v == "1");
+    /// The Consul ecosystem's own variables, read as Consul's client reads them
+    /// (`api/api.go` `defaultConfig`), as the lowest layer: `CONSUL_HTTP_ADDR`, `CONSUL_HTTP_SSL`,
+    /// `CONSUL_HTTP_TOKEN`, `CONSUL_HTTP_TOKEN_FILE`, `CONSUL_CACERT`, `CONSUL_CAPATH`,
+    /// `CONSUL_CLIENT_CERT`, `CONSUL_CLIENT_KEY`, `CONSUL_TLS_SERVER_NAME`,
+    /// `CONSUL_HTTP_SSL_VERIFY`, `CONSUL_NAMESPACE`, `CONSUL_PARTITION`. A boolean that Go's
+    /// `ParseBool` would not accept is an error naming the variable (Consul only warns, and then
+    /// treats `CONSUL_HTTP_SSL_VERIFY=garbage` as "do not verify" — too dangerous to copy).
+    pub fn from_consul_env(var: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+        let env_bool = |name: &'static str| -> Result<Option<bool>, ConfigError> {
+            var(name)
+                .map(|v| parse_bool(&v))
+                .transpose()
+                .map_err(|reason| ConfigError::Env { name, reason })
+        };
+        let ssl = env_bool("CONSUL_HTTP_SSL")?.unwrap_or(false);
         let consul = var("CONSUL_HTTP_ADDR").map(|addr| {
-            if !addr.contains("://") && ssl {
-                vec![format!("https://{addr}")]
-            } else {
-                vec![addr]
+            // `CONSUL_HTTP_SSL=true` makes a bare or http:// address https; Consul's client never
+            // reverts to http when TLS was asked for, and never downgrades https://.
+            match addr.split_once("://") {
+                None if ssl => vec![format!("https://{addr}")],
+                Some(("http", rest)) if ssl => vec![format!("https://{rest}")],
+                _ => vec![addr],
             }
         });
-        Settings {
+        Ok(Settings {
             consul,
             consul_token: var("CONSUL_HTTP_TOKEN").map(Secret::new),
             consul_token_file: var("CONSUL_HTTP_TOKEN_FILE").map(PathBuf::from),
             consul_ca_cert: var("CONSUL_CACERT").map(PathBuf::from),
+            consul_ca_path: var("CONSUL_CAPATH").map(PathBuf::from),
+            consul_client_cert: var("CONSUL_CLIENT_CERT").map(PathBuf::from),
+            consul_client_key: var("CONSUL_CLIENT_KEY").map(PathBuf::from),
+            consul_tls_server_name: var("CONSUL_TLS_SERVER_NAME"),
+            consul_tls_skip_verify: env_bool("CONSUL_HTTP_SSL_VERIFY")?.map(|verify| !verify),
+            consul_namespace: var("CONSUL_NAMESPACE"),
+            consul_partition: var("CONSUL_PARTITION"),
             ..Settings::default()
-        }
+        })
     }
 }
 

@@ -106,7 +106,7 @@ impl Config {
                     source,
                     consul: c.addresses.clone(),
                     token: if c.token.is_some() { "set" } else { "unset" },
-                    ca_cert: c.ca_cert.as_ref().map(|p| p.display().to_string()),
+                    ca_cert: c.tls.ca_cert.as_ref().map(|p| p.display().to_string()),
                     wait_s: secs(c.wait),
                     stale_after_s: c.stale_after.map(secs),
                     dc: c.dc.clone(),

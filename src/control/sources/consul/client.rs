@@ -3,11 +3,11 @@
 //! and several agent addresses tried in turn when one is down. Response bodies are capped so a
 //! broken or hostile endpoint cannot make us buffer without bound.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{StatusCode, Url};
 
+use super::tls;
 use crate::config::ConsulConfig;
 use crate::util::secret::Secret;
 use crate::util::text::{one_line, truncate_chars};
@@ -43,10 +43,17 @@ pub struct Answer {
     pub agent: String,
 }
 
+/// One agent: its base URL and the HTTP client that reaches it (TCP, or its unix socket).
+struct Agent {
+    url: Url,
+    /// How logs name it (`http://127.0.0.1:8500`, `unix:///run/consul.sock`).
+    name: String,
+    http: reqwest::Client,
+}
+
 /// Client for the agents of one discovery source.
 pub struct ConsulClient {
-    http: reqwest::Client,
-    agents: Vec<Url>,
+    agents: Vec<Agent>,
     /// Agent to try first: the last one that answered.
     current: usize,
     token: Option<Secret>,
@@ -54,24 +61,13 @@ pub struct ConsulClient {
 
 impl ConsulClient {
     pub fn new(config: &ConsulConfig) -> Result<ConsulClient, ConsulError> {
+        let tls = tls::client_config(&config.tls).map_err(ConsulError::Setup)?;
         let agents = config
             .addresses
             .iter()
-            .map(|a| {
-                Url::parse(a).map_err(|e| ConsulError::Setup(format!("agent address {a}: {e}")))
-            })
+            .map(|address| Agent::new(address, &tls))
             .collect::<Result<Vec<_>, _>>()?;
-        let tls = tls_config(config.ca_cert.as_deref())?;
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(3))
-            .pool_max_idle_per_host(1)
-            .tls_backend_preconfigured(tls)
-            .build()
-            .map_err(|e| ConsulError::Setup(e.to_string()))?;
         Ok(ConsulClient {
-            http,
             agents,
             current: 0,
             token: config.token.clone(),
@@ -90,8 +86,9 @@ impl ConsulClient {
         let mut last_error = None;
         for attempt in 0..self.agents.len() {
             let index = (self.current + attempt) % self.agents.len();
-            let url = build_url(&self.agents[index], path, query);
-            match self.get_one(url, timeout, accept_404).await {
+            let agent = &self.agents[index];
+            let url = build_url(&agent.url, path, query);
+            match self.get_one(agent, url, timeout, accept_404).await {
                 Ok(answer) => {
                     self.current = index;
                     return Ok(answer);
@@ -110,12 +107,13 @@ impl ConsulClient {
 
     async fn get_one(
         &self,
+        target: &Agent,
         url: Url,
         timeout: Duration,
         accept_404: bool,
     ) -> Result<Answer, ConsulError> {
-        let agent = agent_name(&url);
-        let mut request = self.http.get(url).timeout(timeout);
+        let agent = target.name.clone();
+        let mut request = target.http.get(url).timeout(timeout);
         if let Some(token) = &self.token {
             request = request.header("X-Consul-Token", token.expose());
         }
@@ -192,13 +190,40 @@ fn build_url(agent: &Url, path: &[&str], query: &[(&str, Option<String>)]) -> Ur
     url
 }
 
-fn agent_name(url: &Url) -> String {
-    format!(
-        "{}://{}:{}",
-        url.scheme(),
-        url.host_str().unwrap_or("?"),
-        url.port_or_known_default().unwrap_or(0)
-    )
+impl Agent {
+    /// `http(s)://host:port` over TCP, or `unix:///path` over the agent's unix socket (as
+    /// `CONSUL_HTTP_ADDR` allows; `api/api.go` `NewClient`).
+    fn new(address: &str, tls: &rustls::ClientConfig) -> Result<Agent, ConsulError> {
+        let builder = reqwest::Client::builder()
+            .no_proxy()
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(3))
+            .pool_max_idle_per_host(1)
+            .tls_backend_preconfigured(tls.clone());
+        let (url, name, builder) = match address.strip_prefix("unix://") {
+            Some(path) => (
+                // The host is not used for routing, only as the Host header.
+                Url::parse("http://localhost").map_err(|e| ConsulError::Setup(e.to_string()))?,
+                address.to_owned(),
+                builder.unix_socket(std::path::PathBuf::from(path)),
+            ),
+            None => {
+                let url = Url::parse(address)
+                    .map_err(|e| ConsulError::Setup(format!("agent address {address}: {e}")))?;
+                let name = format!(
+                    "{}://{}:{}",
+                    url.scheme(),
+                    url.host_str().unwrap_or("?"),
+                    url.port_or_known_default().unwrap_or(0)
+                );
+                (url, name, builder)
+            }
+        };
+        let http = builder
+            .build()
+            .map_err(|e| ConsulError::Setup(e.to_string()))?;
+        Ok(Agent { url, name, http })
+    }
 }
 
 /// reqwest's error chain in one line, without the URL (which is already in `agent`).
@@ -217,36 +242,6 @@ fn describe(e: &reqwest::Error) -> String {
         source = cause.source();
     }
     message
-}
-
-/// rustls with the ring provider; roots from `ca_cert` (PEM) or the system store.
-pub fn tls_config(ca_cert: Option<&std::path::Path>) -> Result<rustls::ClientConfig, ConsulError> {
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_cert {
-        Some(path) => {
-            let certs = crate::util::pem::load_certs(path)
-                .map_err(|e| ConsulError::Setup(e.to_string()))?;
-            for cert in certs {
-                roots.add(cert).map_err(|e| {
-                    ConsulError::Setup(format!("CA certificate {}: {e}", path.display()))
-                })?;
-            }
-        }
-        None => {
-            for cert in rustls_native_certs::load_native_certs().certs {
-                // A broken system certificate must not stop the proxy; it is simply not trusted.
-                let _ = roots.add(cert);
-            }
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ConsulError::Setup(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
 }
 
 #[cfg(test)]

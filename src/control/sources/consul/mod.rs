@@ -13,6 +13,7 @@
 
 pub(crate) mod client;
 pub mod decode;
+mod tls;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -394,7 +395,9 @@ mod tests {
             source,
             addresses: vec!["http://127.0.0.1:8500".into()],
             token: None,
-            ca_cert: None,
+            tls: Default::default(),
+            scope: Default::default(),
+            max_stale: None,
             wait: Duration::from_secs(300),
             stale_after: None,
             dc: dc.map(str::to_owned),

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use crate::support::consul::TestConsul;
 use crate::support::mariadb::MariaDbPair;
 use crate::support::proxy::Proxy;
+use crate::support::workload;
 use crate::{T, pick, server_id_via, start_proxy, try_server_id_via, wait_routed_to};
 
 /// Samples the double's request counter for `path` every 20 ms for `run`; returns the times at
@@ -89,7 +90,7 @@ async fn consul_link_failures_keep_routing_back_off_and_recover() {
     let error_secs = error_phase.as_secs_f64() + 2.0;
     let requests = faults.request_count(path) - before;
     let routed_403 = keeps_routing_to(&proxy, a_id, Duration::from_millis(500), "403").await;
-    let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    let gaps = workload::gaps(times);
     let longest_gap = gaps.iter().max().copied().unwrap_or_default();
     assert!(
         (requests as f64) <= 2.0 * error_secs + 4.0,

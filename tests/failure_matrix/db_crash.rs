@@ -8,9 +8,7 @@ use mysql_async::prelude::Queryable;
 use crate::support::consul::TestConsul;
 use crate::support::mariadb::{MariaDbPair, StopHow};
 use crate::support::workload::{CREATE_TABLE, ErrorKind, Writers, rows_on};
-use crate::{
-    LOAD, STUCK_BOUND, T, connect, other_errors, spawn_new_client, spawn_query, start_proxy, within,
-};
+use crate::{LOAD, STUCK_BOUND, T, connect, spawn_new_client, spawn_query, start_proxy, within};
 
 /// A server-side error a stopping server sends (1053 shutdown in progress, 1927 connection
 /// killed): a proper ERR packet, not a proxy fault.
@@ -93,7 +91,8 @@ async fn db_stops_then_clients_are_rerouted(how: StopHow) {
             .all(|(w, s, _)| on_b.contains(&(*w, *s))),
         "writes after the promotion are on B"
     );
-    let (shutdown_errors, other): (Vec<String>, Vec<String>) = other_errors(&report)
+    let (shutdown_errors, other): (Vec<String>, Vec<String>) = report
+        .other_errors()
         .into_iter()
         .partition(|m| is_shutdown_error(m));
     assert!(other.is_empty(), "unexpected client errors: {other:?}");

@@ -7,25 +7,17 @@ use std::time::{Duration, Instant};
 use mysql_async::prelude::Queryable;
 
 use crate::support::consul::TestConsul;
-use crate::support::mariadb::{MariaDbPair, PairOptions};
 use crate::support::netns::{Dir, NetNs};
 use crate::{
-    KEEPALIVE, STUCK_BOUND, T, USER_TIMEOUT, connect, lo, raw_idle_client, server_id_via,
-    spawn_new_client, spawn_query, spawn_wait_closed, start_proxy_short_keepalive, within,
+    KEEPALIVE, STUCK_BOUND, T, USER_TIMEOUT, connect, pair_with_primary_in, raw_idle_client,
+    server_id_via, spawn_new_client, spawn_query, spawn_wait_closed, start_proxy_short_keepalive,
+    within,
 };
 
 #[tokio::test]
 async fn db_link_loss_errors_stuck_clients_within_the_user_timeout_and_new_clients_fail_over() {
     let ns = NetNs::create();
-    let pair = MariaDbPair::start_with_netns(
-        PairOptions {
-            primary_ip: ns.ip(),
-            replica_ip: lo(),
-        },
-        Some(ns.name()),
-        None,
-    )
-    .await;
+    let pair = pair_with_primary_in(&ns).await;
     let (a_id, b_id) = (pair.primary.server_id(), pair.replica.server_id());
     let consul = TestConsul::start().await;
     consul

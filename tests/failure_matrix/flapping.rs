@@ -16,9 +16,7 @@ use crate::support::consul::TestConsul;
 use crate::support::mariadb::{MariaDb, MariaDbPair};
 use crate::support::proxy::parse_field;
 use crate::support::workload::{CREATE_TABLE, ErrorKind, Writers, rows_on};
-use crate::{
-    LOAD, connect, count_lines, other_errors, pick, start_proxy, try_server_id_via, wait_routed_to,
-};
+use crate::{LOAD, connect, count_lines, pick, start_proxy, try_server_id_via, wait_routed_to};
 
 /// Which server answers a new client, every 100 ms until `stop`.
 fn spawn_prober(
@@ -155,9 +153,9 @@ async fn flapping_primary_check_without_a_standby_is_bounded() {
         report.summary()
     );
     assert!(
-        other_errors(&report).is_empty(),
+        report.other_errors().is_empty(),
         "{:?}",
-        other_errors(&report)
+        report.other_errors()
     );
     let lost_conns = report.count(ErrorKind::ConnectionLost);
     assert!(

@@ -42,9 +42,10 @@ use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 use support::consul::TestConsul;
-use support::mariadb::app_opts;
-use support::proxy::Proxy;
-use support::workload::{ErrorKind, Report, rows_on};
+use support::mariadb::{MariaDbPair, PairOptions, app_opts};
+use support::netns::NetNs;
+use support::proxy::{Proxy, ProxyArgs};
+use support::workload::{Report, rows_on};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -73,24 +74,22 @@ fn lo() -> IpAddr {
 }
 
 // ---------------------------------------------------------------------------------------------
-// the proxy
+// the proxy and the DB hosts
 
 /// The proxy with the settings every scenario shares: clients are held up to 20 s, a server
 /// must greet within 500 ms and accept TCP within 1 s.
 fn start_proxy(consul: &TestConsul, extra: &[&str]) -> Proxy {
-    let url = consul.http_url();
-    let mut args = vec![
-        "--consul",
-        url.as_str(),
-        "--hold-timeout",
-        "20s",
-        "--backend-greeting-timeout",
-        "500ms",
-        "--connect-timeout",
-        "1s",
-    ];
-    args.extend_from_slice(extra);
-    Proxy::start(&args)
+    ProxyArgs::consul(consul.http_url())
+        .with(&[
+            "--hold-timeout",
+            "20s",
+            "--backend-greeting-timeout",
+            "500ms",
+            "--connect-timeout",
+            "1s",
+        ])
+        .with(extra)
+        .start()
 }
 
 /// Same, with the short backend keepalive / user timeout of the network scenarios.
@@ -104,6 +103,20 @@ fn start_proxy_short_keepalive(consul: &TestConsul) -> Proxy {
             USER_TIMEOUT,
         ],
     )
+}
+
+/// A MariaDB pair whose primary runs on its own host behind `ns`'s link (which the test can cut
+/// or degrade), the replica on loopback.
+async fn pair_with_primary_in(ns: &NetNs) -> MariaDbPair {
+    MariaDbPair::start_with_netns(
+        PairOptions {
+            primary_ip: ns.ip(),
+            replica_ip: lo(),
+        },
+        Some(ns.name()),
+        None,
+    )
+    .await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -199,37 +212,6 @@ fn spawn_wait_closed(mut c: TcpStream, limit: Duration) -> JoinHandle<Option<Ins
             }
         }
     })
-}
-
-/// Reads what a client gets from the proxy without answering anything (bounded).
-async fn first_bytes(addr: SocketAddr, wait: Duration) -> Result<Vec<u8>, &'static str> {
-    let mut c = TcpStream::connect(addr).await.unwrap();
-    let mut buf = vec![0u8; 4096];
-    match tokio::time::timeout(wait, c.read(&mut buf)).await {
-        Err(_) => Err("nothing yet"),
-        Ok(Ok(0)) => Err("bare disconnect"),
-        Ok(Ok(n)) => Ok(buf[..n].to_vec()),
-        Ok(Err(_)) => Err("reset"),
-    }
-}
-
-/// (code, message) of a MySQL ERR packet, if `bytes` is one.
-fn err_packet(bytes: &[u8]) -> Option<(u16, String)> {
-    (bytes.len() > 7 && bytes[4] == 0xFF).then(|| {
-        (
-            u16::from_le_bytes([bytes[5], bytes[6]]),
-            String::from_utf8_lossy(&bytes[7..]).into_owned(),
-        )
-    })
-}
-
-fn other_errors(report: &Report) -> Vec<String> {
-    report
-        .errors
-        .iter()
-        .filter(|e| e.kind == ErrorKind::Other)
-        .map(|e| e.message.clone())
-        .collect()
 }
 
 /// How many log lines after line `from` contain `needle`.

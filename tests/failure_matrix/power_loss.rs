@@ -4,26 +4,18 @@
 use std::time::{Duration, Instant};
 
 use crate::support::consul::TestConsul;
-use crate::support::mariadb::{MariaDbPair, PairOptions, StopHow};
+use crate::support::mariadb::StopHow;
 use crate::support::netns::NetNs;
 use crate::support::workload::{CREATE_TABLE, ErrorKind, Writers, rows_on};
 use crate::{
-    LOAD, STUCK_BOUND, T, lo, other_errors, raw_idle_client, spawn_new_client, spawn_wait_closed,
-    start_proxy_short_keepalive, within,
+    LOAD, STUCK_BOUND, T, pair_with_primary_in, raw_idle_client, spawn_new_client,
+    spawn_wait_closed, start_proxy_short_keepalive, within,
 };
 
 #[tokio::test]
 async fn primary_power_loss_errors_old_connections_in_bounded_time_and_reroutes_held_clients() {
     let ns = NetNs::create();
-    let mut pair = MariaDbPair::start_with_netns(
-        PairOptions {
-            primary_ip: ns.ip(),
-            replica_ip: lo(),
-        },
-        Some(ns.name()),
-        None,
-    )
-    .await;
+    let mut pair = pair_with_primary_in(&ns).await;
     pair.primary.admin_exec(CREATE_TABLE).await;
     pair.wait_replicated().await;
     let b_id = pair.replica.server_id();
@@ -108,9 +100,9 @@ async fn primary_power_loss_errors_old_connections_in_bounded_time_and_reroutes_
         "writes after the promotion are on B"
     );
     assert!(
-        other_errors(&report).is_empty(),
+        report.other_errors().is_empty(),
         "{:?}",
-        other_errors(&report)
+        report.other_errors()
     );
     assert_eq!(
         report.count(ErrorKind::ProxyRefused),

@@ -255,6 +255,69 @@ fn spawn(args: &[&str], env: &[(&str, &str)]) -> (Child, Arc<LogLines>) {
     (child, log)
 }
 
+/// A proxy command line: how the proxy finds its primary first (a fixed backend, Consul, the
+/// Consul KV leader key, DNS), then a test file's shared settings, then a test's own extras,
+/// in that order (a later `--hold-timeout` overrides an earlier one).
+///
+/// ```ignore
+/// ProxyArgs::consul(consul.http_url()).with(&["--hold-timeout", "20s"]).with(extra).start()
+/// ```
+#[derive(Clone, Debug)]
+pub struct ProxyArgs(Vec<String>);
+
+impl ProxyArgs {
+    /// `--backend <addr>`: one fixed backend, no discovery.
+    pub fn backend(addr: SocketAddr) -> ProxyArgs {
+        ProxyArgs(vec!["--backend".into(), addr.to_string()])
+    }
+
+    /// `--consul <url>`: Consul discovery (health mode unless `--discovery` follows).
+    pub fn consul(url: impl Into<String>) -> ProxyArgs {
+        ProxyArgs(vec!["--consul".into(), url.into()])
+    }
+
+    /// `--consul <url> --discovery consul-kv --kv-key <key>`: the primary is the address stored
+    /// under a KV leader key.
+    pub fn consul_kv(url: impl Into<String>, key: &str) -> ProxyArgs {
+        Self::consul(url).with(&["--discovery", "consul-kv", "--kv-key", key])
+    }
+
+    /// `--discovery dns --dns-server <server> --dns-name <name>`: the primary is what a DNS
+    /// server (the Consul DNS interface) answers for `name`.
+    pub fn dns(server: SocketAddr, name: &str) -> ProxyArgs {
+        let server = server.to_string();
+        ProxyArgs(Vec::new()).with(&[
+            "--discovery",
+            "dns",
+            "--dns-server",
+            &server,
+            "--dns-name",
+            name,
+        ])
+    }
+
+    /// Appends `args`.
+    pub fn with(mut self, args: &[&str]) -> ProxyArgs {
+        self.0.extend(args.iter().map(|&a| a.to_owned()));
+        self
+    }
+
+    /// The arguments, to hand to [`Proxy::start`] or [`run_to_exit`].
+    pub fn to_vec(&self) -> Vec<&str> {
+        self.0.iter().map(String::as_str).collect()
+    }
+
+    /// [`Proxy::start`] with these arguments.
+    pub fn start(&self) -> Proxy {
+        Proxy::start(&self.to_vec())
+    }
+
+    /// [`Proxy::start_with_env`] with these arguments.
+    pub fn start_with_env(&self, env: &[(&str, &str)]) -> Proxy {
+        Proxy::start_with_env(&self.to_vec(), env)
+    }
+}
+
 /// Runs the binary to completion (for bad-config tests): (exit status, stderr).
 pub fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) {
     let out = Command::new(binary())

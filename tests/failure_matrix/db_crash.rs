@@ -26,12 +26,17 @@ async fn db_stops_then_clients_are_rerouted(how: StopHow) {
     let consul = TestConsul::start().await;
     consul.register_pair(pair.primary.addr(), b).await;
     let proxy = start_proxy(&consul, &[]);
-    let writers = Writers::start(proxy.addr(), 4);
+    const WRITERS: u32 = 4;
+    let writers = Writers::start(proxy.addr(), WRITERS);
     let busy = spawn_query(connect(proxy.addr()).await, "SELECT SLEEP(60)");
     // The same query on a direct connection: what the server itself tells its clients.
     let direct = spawn_query(connect(pair.primary.addr()).await, "SELECT SLEEP(60)");
     let mut pooled = connect(proxy.addr()).await;
     tokio::time::sleep(LOAD).await;
+    // Both long queries must be running on A when it stops (not still on their way).
+    pair.primary
+        .wait_for_running("SELECT SLEEP(60)", 2, T)
+        .await;
 
     let stopping = Instant::now();
     match how {
@@ -62,7 +67,14 @@ async fn db_stops_then_clients_are_rerouted(how: StopHow) {
         .expect("a pooled connection to a stopped server errors at once")
         .expect_err("the server is gone")
         .to_string();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The proxy counts the new client as held, with the writers' reconnects (held too).
+    proxy
+        .wait_for_metric(
+            "consul_mysql_proxy_connections_held",
+            f64::from(WRITERS + 1),
+            T,
+        )
+        .await;
     assert!(!held.is_finished(), "a new client is held");
 
     pair.promote(how).await;

@@ -95,8 +95,9 @@ async fn held_clients_follow_a_switch_without_waiting_out_the_greeting_timeout()
     proxy
         .wait_for_log_from(mark, "no greeting within 5s", T)
         .await;
-    // The clients are now in their second greeting wait on the hung server.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Each client's first attempt timed out; wait until the hung server has accepted every
+    // client's second connection: the clients are then in their second greeting wait.
+    silent.wait_accepted(2 * clients.len(), T).await;
     let flipped = Instant::now();
     consul.points_to_b().await;
     let mut slowest = Duration::ZERO;
@@ -133,6 +134,7 @@ async fn frozen_primary_hangs_open_connections_until_the_failover_closes_them() 
         .await;
     // The frozen server's kernel still ACKs data and keepalive probes: neither the keepalive
     // nor the user timeout fires. Only the failover (or the application's timeout) ends it.
+    // (An observation window longer than the user timeout: there is no event to wait for.)
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(
         !stuck.is_finished(),

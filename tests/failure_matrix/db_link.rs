@@ -31,7 +31,10 @@ async fn db_link_loss_errors_stuck_clients_within_the_user_timeout_and_new_clien
     let busy = spawn_query(connect(proxy.addr()).await, "SELECT SLEEP(60)");
     let idle = spawn_wait_closed(raw_idle_client(proxy.addr()).await, T);
     let mut pooled = connect(proxy.addr()).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The cut must catch the long query running on A, not still on its way there.
+    pair.primary
+        .wait_for_running("SELECT SLEEP(60)", 1, T)
+        .await;
 
     let cut = Instant::now();
     ns.blackhole(true);

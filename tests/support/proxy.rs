@@ -158,6 +158,24 @@ impl Proxy {
             .and_then(|v| v.parse().ok())
     }
 
+    /// Polls `/metrics` (every 20 ms, at most `timeout`) until the sample `prefix` is at least
+    /// `at_least`; returns its value. Panics with the last value and the log on timeout.
+    pub async fn wait_for_metric(&self, prefix: &str, at_least: f64, timeout: Duration) -> f64 {
+        let start = Instant::now();
+        loop {
+            let value = self.metric(prefix).await;
+            if let Some(v) = value.filter(|v| *v >= at_least) {
+                return v;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "metric {prefix} did not reach {at_least} within {timeout:?} (last: {value:?}); log:\n{}",
+                self.log.text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }

@@ -17,7 +17,7 @@ mod support;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
@@ -28,29 +28,16 @@ use tokio::time::timeout;
 
 use support::backends::GREETING;
 use support::mariadb::{MariaDb, app_opts};
-use support::proxy::Proxy;
+use support::process::{fd_count, rss_kib, wait_fds_at_most};
+use support::proxy::{Proxy, ProxyArgs};
 
 /// Upper bound for any one bad client or scripted exchange: nothing here may hang.
 const STEP: Duration = Duration::from_secs(15);
 
 fn start_proxy(backend: SocketAddr) -> Proxy {
-    let backend = backend.to_string();
-    Proxy::start(&["--backend", &backend, "--log-level", "info"])
-}
-
-fn fd_count(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("read /proc/<pid>/fd")
-        .count()
-}
-
-fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/<pid>/status")
+    ProxyArgs::backend(backend)
+        .with(&["--log-level", "info"])
+        .start()
 }
 
 /// The proxy process exists and is not a zombie.
@@ -60,17 +47,6 @@ fn assert_alive(proxy: &Proxy) {
     // The state is the first field after the parenthesised command name.
     let state = stat.rsplit(')').next().unwrap().split_whitespace().next();
     assert_ne!(state, Some("Z"), "proxy exited; log:\n{}", proxy.log.text());
-}
-
-async fn wait_fds_at_most(pid: i32, want: usize, limit: Duration) -> usize {
-    let deadline = Instant::now() + limit;
-    loop {
-        let n = fd_count(pid);
-        if n <= want || Instant::now() >= deadline {
-            return n;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Reads until EOF or an error (a reset counts as an end), at most `STEP`; returns the bytes.

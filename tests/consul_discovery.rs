@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use support::backends::closed_port;
 use support::consul::{ServiceDef, TestConsul};
 use support::mariadb::{MariaDbPair, StopHow, port_via, wait_routed_to};
-use support::proxy::Proxy;
-use tokio::io::AsyncReadExt;
+use support::proxy::{Proxy, ProxyArgs};
+use support::refusal::refused_message;
 
 const T: Duration = Duration::from_secs(30);
 
@@ -26,10 +26,10 @@ fn writable_check(port: u16) -> Vec<String> {
 }
 
 fn consul_proxy(consul: &TestConsul, extra: &[&str]) -> Proxy {
-    let url = consul.http_url();
-    let mut args = vec!["--consul", url.as_str(), "--hold-timeout", "20s"];
-    args.extend_from_slice(extra);
-    Proxy::start(&args)
+    ProxyArgs::consul(consul.http_url())
+        .with(&["--hold-timeout", "20s"])
+        .with(extra)
+        .start()
 }
 
 /// Waits with blocking queries until the only passing `mysql` instance tagged `tag` is `port`.
@@ -59,21 +59,6 @@ async fn wait_only_passing_port(consul: &TestConsul, tag: &str, port: u16) {
         );
         index = if new_index < index { 0 } else { new_index };
     }
-}
-
-/// Reads the whole answer of a client the proxy refuses (an ERR packet) and returns its text.
-async fn refused_message(proxy: &Proxy) -> String {
-    let mut sock = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(T, sock.read_to_end(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        buf.len() > 7 && buf[4] == 0xFF,
-        "expected an ERR packet, got {buf:?}"
-    );
-    String::from_utf8_lossy(&buf[7..]).into_owned()
 }
 
 #[tokio::test]
@@ -180,7 +165,7 @@ async fn kv_mode_leader_key_with_session_and_orchestrator_value() {
     let mark = proxy.log.len();
     assert!(consul.kv_release(key, &session_a).await);
     proxy.wait_for_log_from(mark, "primary lost", T).await;
-    let msg = refused_message(&proxy).await;
+    let msg = refused_message(proxy.addr()).await;
     assert!(msg.contains("not held by a session"), "{msg}");
 
     let session_b = consul.session_create(Duration::from_secs(30)).await;
@@ -239,7 +224,7 @@ async fn recovered_old_primary_does_not_steal_traffic_and_two_primaries_are_refu
 
     // A proxy that starts now has no current primary: refuse names the split brain.
     let fresh = consul_proxy(&consul, &["--hold-timeout", "1s"]);
-    let msg = refused_message(&fresh).await;
+    let msg = refused_message(fresh.addr()).await;
     assert!(msg.contains("split brain"), "{msg}");
     assert!(
         msg.contains(&pair.primary.port().to_string())
@@ -369,15 +354,13 @@ async fn acl_token_is_sent_never_logged_and_a_dead_agent_is_skipped() {
         .unwrap();
     assert!(r.status().is_success());
 
-    let proxy = Proxy::start_with_env(
-        &["--consul", &agents, "--log-level", "debug"],
-        &[("CONSUL_HTTP_TOKEN", token)],
-    );
+    let proxy = ProxyArgs::consul(agents.as_str())
+        .with(&["--log-level", "debug"])
+        .start_with_env(&[("CONSUL_HTTP_TOKEN", token)]);
     assert_eq!(port_via(proxy.addr()).await, pair.primary.port());
-    let wrong = Proxy::start_with_env(
-        &["--consul", &url, "--hold-timeout", "1s"],
-        &[("CONSUL_HTTP_TOKEN", "wrong-token")],
-    );
+    let wrong = ProxyArgs::consul(url.as_str())
+        .with(&["--hold-timeout", "1s"])
+        .start_with_env(&[("CONSUL_HTTP_TOKEN", "wrong-token")]);
     wrong.wait_for_log("403", T).await;
     let logs = format!("{}\n{}", proxy.log.text(), wrong.log.text());
     assert!(!logs.contains(token), "token leaked into logs");
@@ -424,7 +407,7 @@ async fn stale_after_drops_the_primary_when_consul_stays_silent() {
         dropped >= Duration::from_millis(1000),
         "dropped too early: {dropped:?}"
     );
-    let msg = refused_message(&proxy).await;
+    let msg = refused_message(proxy.addr()).await;
     assert!(
         msg.contains("no usable answer from discovery for 1s 500ms"),
         "{msg}"

@@ -9,10 +9,9 @@ use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use support::backends::{EchoBackend, GREETING};
+use support::backends::{EchoBackend, greeted};
 use support::consul::TestConsul;
-use support::proxy::{Proxy, run_to_exit};
-use tokio::io::AsyncReadExt;
+use support::proxy::{ProxyArgs, run_to_exit};
 use tokio::net::{TcpListener, TcpStream};
 
 const T: Duration = Duration::from_secs(30);
@@ -88,36 +87,18 @@ async fn https_agent_is_verified_with_the_configured_ca() {
         .parse()
         .unwrap();
     let https = format!("https://{}", tls_front(server_config, plain).await);
-    let kv = [
-        "--discovery",
-        "consul-kv",
-        "--kv-key",
-        "service/mysql/leader",
-        "--hold-timeout",
-        "1s",
-    ];
+    let kv = ProxyArgs::consul_kv(https.as_str(), "service/mysql/leader")
+        .with(&["--hold-timeout", "1s"]);
 
-    let mut args = vec![
-        "--consul",
-        https.as_str(),
-        "--consul-ca-cert",
-        ca_file.to_str().unwrap(),
-    ];
-    args.extend(kv);
-    let proxy = Proxy::start(&args);
+    let proxy = kv
+        .clone()
+        .with(&["--consul-ca-cert", ca_file.to_str().unwrap()])
+        .start();
     proxy.wait_for_log("primary changed", T).await;
-    let mut c = TcpStream::connect(proxy.addr()).await.unwrap();
-    let mut g = [0u8; 6];
-    tokio::time::timeout(T, c.read_exact(&mut g))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&g, GREETING);
+    greeted(proxy.addr()).await;
 
     // Without our CA the agent's certificate is not trusted: no primary, and the log says why.
-    let mut args = vec!["--consul", https.as_str()];
-    args.extend(kv);
-    let untrusted = Proxy::start(&args);
+    let untrusted = kv.start();
     let line = untrusted.wait_for_log("discovery unavailable", T).await;
     assert!(line.to_lowercase().contains("certificate"), "{line}");
     let (code, body) = untrusted.admin_get("/readyz").await;

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use support::consul::{ServiceDef, TestConsul};
 use support::mariadb::{MariaDb, MariaDbPair, PairOptions, port_via, try_port_via, wait_routed_to};
-use support::proxy::Proxy;
-use tokio::io::AsyncReadExt;
+use support::proxy::{Proxy, ProxyArgs};
+use support::refusal::refused_message;
 
 const T: Duration = Duration::from_secs(30);
 /// `<tag>.<service>.service.consul`: the passing `mysql` instances tagged `primary`.
@@ -40,34 +40,10 @@ fn check(id: &str) -> String {
 
 /// The proxy asking the Consul DNS interface for [`NAME`].
 fn dns_proxy(consul: &TestConsul, extra: &[&str]) -> Proxy {
-    let server = consul.dns_addr().to_string();
-    let mut args = vec![
-        "--discovery",
-        "dns",
-        "--dns-server",
-        server.as_str(),
-        "--dns-name",
-        NAME,
-        "--hold-timeout",
-        "20s",
-    ];
-    args.extend_from_slice(extra);
-    Proxy::start(&args)
-}
-
-/// Reads the whole answer of a client the proxy refuses (an ERR packet) and returns its text.
-async fn refused_message(proxy: &Proxy) -> String {
-    let mut sock = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(T, sock.read_to_end(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        buf.len() > 7 && buf[4] == 0xFF,
-        "expected an ERR packet, got {buf:?}"
-    );
-    String::from_utf8_lossy(&buf[7..]).into_owned()
+    ProxyArgs::dns(consul.dns_addr(), NAME)
+        .with(&["--hold-timeout", "20s"])
+        .with(extra)
+        .start()
 }
 
 /// Moves the DNS answer from `from` to `to` the way a health-check flip does (`to` passes first,
@@ -199,7 +175,7 @@ async fn several_answers_are_sticky_and_a_fresh_proxy_refuses_or_picks_first() {
 
     // A proxy that starts now has no current primary: refuse names the split brain…
     let fresh = dns_proxy(&consul, &["--hold-timeout", "1s"]);
-    let msg = refused_message(&fresh).await;
+    let msg = refused_message(fresh.addr()).await;
     assert!(msg.contains("split brain"), "{msg}");
     assert!(
         msg.contains(&format!("127.0.0.4:{a_port}"))
@@ -233,7 +209,7 @@ async fn nxdomain_holds_new_clients_then_refuses_naming_it() {
     let mark = proxy.log.len();
     consul.check_fail(&check("mysql-a")).await;
     proxy.wait_for_log_from(mark, "NXDOMAIN", T).await;
-    let msg = refused_message(&proxy).await;
+    let msg = refused_message(proxy.addr()).await;
     assert!(
         msg.contains("NXDOMAIN") && msg.contains("no healthy instance"),
         "{msg}"
@@ -339,7 +315,7 @@ async fn every_answer_is_read_with_edns0_and_a_truncated_answer_over_tcp() {
     }
     consul.wait_passing("mysql", Some("primary"), 5).await;
     let five = dns_proxy(&consul, &["--hold-timeout", "1s"]);
-    let msg = refused_message(&five).await;
+    let msg = refused_message(five.addr()).await;
     assert!(
         msg.contains("5 candidates"),
         "EDNS0 gets all 5 answers: {msg}"

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use support::backends::{EchoBackend, GREETING, echoes, greeted};
 use support::consul::TestConsul;
 use support::mariadb::{MariaDbPair, StopHow, port_via, wait_routed_to};
-use support::proxy::Proxy;
+use support::proxy::{Proxy, ProxyArgs};
+use support::refusal::refused_within;
 use support::workload::{CREATE_TABLE, ErrorKind, Writers, rows_on};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -20,17 +21,15 @@ const T: Duration = Duration::from_secs(30);
 const LOAD: Duration = Duration::from_millis(1500);
 
 fn proxy(consul: &TestConsul, extra: &[&str]) -> Proxy {
-    let url = consul.http_url();
-    let mut args = vec![
-        "--consul",
-        url.as_str(),
-        "--hold-timeout",
-        "20s",
-        "--backend-greeting-timeout",
-        "500ms",
-    ];
-    args.extend_from_slice(extra);
-    Proxy::start(&args)
+    ProxyArgs::consul(consul.http_url())
+        .with(&[
+            "--hold-timeout",
+            "20s",
+            "--backend-greeting-timeout",
+            "500ms",
+        ])
+        .with(extra)
+        .start()
 }
 
 #[tokio::test]
@@ -73,11 +72,7 @@ async fn planned_switchover_loses_no_acknowledged_write() {
         "a row reached A that B does not have: A took writes after the switch"
     );
     assert!(report.acked_after(switched) > 0, "writes resumed on B");
-    let other: Vec<_> = report
-        .errors
-        .iter()
-        .filter(|e| e.kind == ErrorKind::Other)
-        .collect();
+    let other = report.other_errors();
     assert!(other.is_empty(), "unexpected client errors: {other:?}");
     assert_eq!(
         report.count(ErrorKind::ProxyRefused),
@@ -130,11 +125,7 @@ async fn primary_killed_then_replica_promoted_writes_resume() {
         .iter()
         .filter(|(w, s, _)| !on_b.contains(&(*w, *s)))
         .count();
-    let other: Vec<_> = report
-        .errors
-        .iter()
-        .filter(|e| e.kind == ErrorKind::Other)
-        .collect();
+    let other = report.other_errors();
     assert!(other.is_empty(), "unexpected client errors: {other:?}");
     eprintln!(
         "kill -9: write outage {:?} (promotion + Consul update took {:?}); acknowledged but lost by async replication: {lost}; {}",
@@ -187,11 +178,7 @@ async fn frozen_primary_holds_new_clients_until_promotion() {
         "writes resumed: {}",
         report.summary()
     );
-    let other: Vec<_> = report
-        .errors
-        .iter()
-        .filter(|e| e.kind == ErrorKind::Other)
-        .collect();
+    let other = report.other_errors();
     assert!(other.is_empty(), "unexpected client errors: {other:?}");
     eprintln!(
         "SIGSTOP: held client routed to B {routed:?} after the freeze; write outage {:?}; {}",
@@ -207,11 +194,8 @@ async fn demoted_primary_is_refused_with_verify_writable() {
     consul
         .register_pair(pair.primary.addr(), pair.replica.addr())
         .await;
-    let url = consul.http_url();
-    let proxy = Proxy::start_with_env(
-        &[
-            "--consul",
-            &url,
+    let proxy = ProxyArgs::consul(consul.http_url())
+        .with(&[
             "--hold-timeout",
             "1s",
             "--verify-writable",
@@ -219,9 +203,8 @@ async fn demoted_primary_is_refused_with_verify_writable() {
             "admin",
             "--verify-interval",
             "200ms",
-        ],
-        &[("CONSUL_MYSQL_PROXY_MONITOR_PASSWORD", "admin")],
-    );
+        ])
+        .start_with_env(&[("CONSUL_MYSQL_PROXY_MONITOR_PASSWORD", "admin")]);
     assert_eq!(port_via(proxy.addr()).await, pair.primary.port());
     let mut open = mysql_async::Conn::new(support::mariadb::app_opts(proxy.addr()))
         .await
@@ -278,17 +261,9 @@ impl KvSetup {
     }
 
     fn proxy(&self, extra: &[&str]) -> Proxy {
-        let url = self.consul.http_url();
-        let mut args = vec![
-            "--consul",
-            url.as_str(),
-            "--discovery",
-            "consul-kv",
-            "--kv-key",
-            KEY,
-        ];
-        args.extend_from_slice(extra);
-        Proxy::start(&args)
+        ProxyArgs::consul_kv(self.consul.http_url(), KEY)
+            .with(extra)
+            .start()
     }
 
     async fn switch_to_b(&self, proxy: &Proxy) -> Instant {
@@ -397,13 +372,10 @@ async fn held_clients_go_to_the_new_primary_and_max_held_refuses_the_rest() {
         held.push(TcpStream::connect(proxy.addr()).await.unwrap());
     }
     // Wait until all three are counted as held: each logs nothing, so use the metric via ERR:
-    // the 4th must be refused at once with 1040.
-    let mut fourth = TcpStream::connect(proxy.addr()).await.unwrap();
-    let mut buf = Vec::new();
-    let refused = tokio::time::timeout(Duration::from_secs(5), fourth.read_to_end(&mut buf)).await;
-    assert!(refused.is_ok(), "4th client answered at once");
-    assert_eq!(u16::from_le_bytes([buf[5], buf[6]]), 1040, "{buf:?}");
-    assert!(String::from_utf8_lossy(&buf).contains("max_held = 3"));
+    // the 4th must be refused at once with 1040 (answered within 5 s).
+    let (code, message) = refused_within(proxy.addr(), Duration::from_secs(5)).await;
+    assert_eq!(code, 1040, "{message}");
+    assert!(message.contains("max_held = 3"), "{message}");
 
     assert!(kv.consul.kv_put(KEY, &kv.b.addr.to_string()).await);
     for mut c in held {
@@ -429,19 +401,9 @@ async fn a_failed_connect_wakes_discovery_instead_of_waiting_out_the_long_poll()
     };
     let dead = support::backends::closed_port();
     assert!(consul.kv_put(KEY, &dead.to_string()).await);
-    let url = consul.http_url();
-    let proxy = Proxy::start(&[
-        "--consul",
-        &url,
-        "--discovery",
-        "consul-kv",
-        "--kv-key",
-        KEY,
-        "--consul-wait",
-        "5m",
-        "--hold-timeout",
-        "2s",
-    ]);
+    let proxy = ProxyArgs::consul_kv(consul.http_url(), KEY)
+        .with(&["--consul-wait", "5m", "--hold-timeout", "2s"])
+        .start();
     proxy.wait_for_log("primary changed", T).await;
     let path = format!("/v1/kv/{KEY}");
     // Let the proxy settle into its long poll.

@@ -26,7 +26,8 @@ use tokio::task::JoinSet;
 use tokio::time::timeout;
 
 use support::backends::{EchoBackend, FAREWELL, GREETING};
-use support::proxy::{Proxy, run_to_exit};
+use support::process::{fd_count, rss_kib, wait_fds_at_most};
+use support::proxy::{Proxy, ProxyArgs, run_to_exit};
 
 /// One load test at a time: they measure the proxy's memory and share two cores.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -64,35 +65,6 @@ fn raise_nofile() -> u64 {
     hard
 }
 
-/// VmRSS of `pid` in KiB.
-fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/<pid>/status")
-}
-
-/// Number of open file descriptors of `pid`.
-fn fd_count(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("read /proc/<pid>/fd")
-        .count()
-}
-
-/// Polls until `pid` has at most `want` descriptors open; returns the last count.
-async fn wait_fds_at_most(pid: i32, want: usize, limit: Duration) -> usize {
-    let deadline = Instant::now() + limit;
-    loop {
-        let n = fd_count(pid);
-        if n <= want || Instant::now() >= deadline {
-            return n;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Waits until the proxy is back to its idle descriptor count `idle` (connections of a
 /// previous step may still be closing); fails after 20 s.
 async fn settle(pid: i32, idle: usize) {
@@ -126,10 +98,10 @@ async fn expect_bytes<R: AsyncRead + Unpin>(r: &mut R, want: &[u8], what: &str) 
 }
 
 fn start_proxy(backend: SocketAddr, extra: &[&str]) -> Proxy {
-    let backend = backend.to_string();
-    let mut args = vec!["--backend", backend.as_str(), "--log-level", "info"];
-    args.extend_from_slice(extra);
-    Proxy::start(&args)
+    ProxyArgs::backend(backend)
+        .with(&["--log-level", "info"])
+        .with(extra)
+        .start()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ use std::time::Duration;
 use support::backends::{EchoBackend, echoes, greeted};
 use support::consul::TestConsul;
 use support::mariadb::{MariaDbPair, app_opts, port_via};
-use support::proxy::{Proxy, binary};
+use support::proxy::{Proxy, ProxyArgs, binary};
 
 const T: Duration = Duration::from_secs(30);
 const KEY: &str = "service/mysql/leader";
@@ -33,17 +33,9 @@ fn healthcheck(admin: &str) -> (i32, String) {
 async fn admin_endpoints_and_metrics_follow_a_failover() {
     let pair = MariaDbPair::start().await;
     let consul = TestConsul::start().await;
-    let url = consul.http_url();
-    let proxy = Proxy::start(&[
-        "--consul",
-        &url,
-        "--discovery",
-        "consul-kv",
-        "--kv-key",
-        KEY,
-        "--hold-timeout",
-        "1s",
-    ]);
+    let proxy = ProxyArgs::consul_kv(consul.http_url(), KEY)
+        .with(&["--hold-timeout", "1s"])
+        .start();
     let admin = proxy.admin().to_string();
 
     // No key yet: alive but not ready, and the reason says why.

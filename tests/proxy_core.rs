@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use support::backends::{EchoBackend, FAREWELL, GREETING, SilentBackend, closed_port};
 use support::proxy::{Proxy, run_to_exit};
+use support::refusal::parse_err;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -28,17 +29,6 @@ async fn read_to_end(sock: &mut TcpStream) -> Vec<u8> {
         .expect("read timed out")
         .expect("read failed");
     buf
-}
-
-/// Parses a pre-handshake ERR packet: (sequence id, code, message).
-fn parse_err(packet: &[u8]) -> (u8, u16, String) {
-    assert!(packet.len() > 7, "short packet {packet:?}");
-    let len = u32::from_le_bytes([packet[0], packet[1], packet[2], 0]) as usize;
-    assert_eq!(len, packet.len() - 4, "length header matches payload");
-    assert_eq!(packet[4], 0xFF, "ERR marker");
-    let code = u16::from_le_bytes([packet[5], packet[6]]);
-    let msg = String::from_utf8_lossy(&packet[7..]).into_owned();
-    (packet[3], code, msg)
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use support::consul::TestConsul;
 use support::mariadb::{MariaDbPair, app_opts, port_via};
-use support::proxy::Proxy;
+use support::proxy::ProxyArgs;
 
 const T: Duration = Duration::from_secs(30);
 const TOKEN: &str = "acl-9f8e7d6c-secret-token";
@@ -50,18 +50,11 @@ async fn token_and_monitor_password_never_leak() {
         pair.primary.addr().to_string(),
     )
     .await;
-    let url = consul.http_url();
     let env = [
         ("CONSUL_HTTP_TOKEN", TOKEN),
         ("CONSUL_MYSQL_PROXY_MONITOR_PASSWORD", MONITOR_PASSWORD),
     ];
-    let args = [
-        "--consul",
-        url.as_str(),
-        "--discovery",
-        "consul-kv",
-        "--kv-key",
-        key,
+    let args = ProxyArgs::consul_kv(consul.http_url(), key).with(&[
         "--verify-writable",
         "--monitor-user",
         "monitor",
@@ -73,11 +66,12 @@ async fn token_and_monitor_password_never_leak() {
         "trace",
         "--consul-wait",
         "1s",
-    ];
-    let text = Proxy::start_with_env(&args, &env);
-    let mut json_args = args.to_vec();
-    json_args.extend(["--log-format", "json"]);
-    let json = Proxy::start_with_env(&json_args, &env);
+    ]);
+    let text = args.start_with_env(&env);
+    let json = args
+        .clone()
+        .with(&["--log-format", "json"])
+        .start_with_env(&env);
 
     let mut outputs = Vec::new();
     for proxy in [&text, &json] {

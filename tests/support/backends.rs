@@ -2,6 +2,8 @@
 //! speak first (a greeting), which the proxy waits for.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -72,6 +74,7 @@ pub fn closed_port() -> SocketAddr {
 /// A backend that accepts TCP but never sends anything (a hung server). Runs until dropped.
 pub struct SilentBackend {
     pub addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -79,13 +82,39 @@ impl SilentBackend {
     pub async fn start() -> SilentBackend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
         let task = tokio::spawn(async move {
             let mut held = Vec::new();
             while let Ok((sock, _)) = listener.accept().await {
                 held.push(sock);
+                counter.fetch_add(1, Ordering::SeqCst);
             }
         });
-        SilentBackend { addr, task }
+        SilentBackend {
+            addr,
+            accepted,
+            task,
+        }
+    }
+
+    /// How many connections it has accepted (each then waits for a greeting that never comes).
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Waits (polling every 10 ms, at most `limit`) until it has accepted `n` connections;
+    /// panics on timeout.
+    pub async fn wait_accepted(&self, n: usize, limit: std::time::Duration) {
+        let start = std::time::Instant::now();
+        while self.accepted() < n {
+            assert!(
+                start.elapsed() < limit,
+                "the silent backend accepted {} connections, not {n}, within {limit:?}",
+                self.accepted()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 }
 

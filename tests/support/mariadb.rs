@@ -489,6 +489,44 @@ impl MariaDb {
             .unwrap_or_else(|e| panic!("{e:#}"))
     }
 
+    /// Waits until at least `count` sessions are executing exactly `sql` (polls
+    /// `information_schema.PROCESSLIST` every 50 ms on one admin connection); panics with the
+    /// process list when that does not happen within `limit`. For a test that must act while a
+    /// client's statement is running on the server, not merely sent.
+    pub async fn wait_for_running(&self, sql: &str, count: u64, limit: Duration) {
+        let mut conn = self.admin_conn().await.unwrap_or_else(|e| panic!("{e:#}"));
+        let start = Instant::now();
+        loop {
+            let running: Option<u64> = conn
+                .exec_first(
+                    "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+                     WHERE COMMAND = 'Query' AND INFO = ?",
+                    (sql,),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{}: read the process list: {e}", self.label));
+            if running.unwrap_or(0) >= count {
+                conn.disconnect().await.ok();
+                return;
+            }
+            if start.elapsed() >= limit {
+                let list: Vec<String> = conn
+                    .query(
+                        "SELECT CONCAT_WS(' | ', ID, USER, COMMAND, STATE, INFO) \
+                         FROM information_schema.PROCESSLIST",
+                    )
+                    .await
+                    .unwrap_or_default();
+                panic!(
+                    "{}: {count} session(s) running {sql:?} not seen within {limit:?} ({} seen); process list: {list:?}",
+                    self.label,
+                    running.unwrap_or(0)
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// `SHOW SLAVE STATUS` as (column, value) pairs; `None` when the server is no replica.
     pub async fn slave_status(&self) -> Result<Option<Vec<(String, String)>>> {
         let mut conn = self.admin_conn().await?;

@@ -1,10 +1,19 @@
-//! Shared helpers for the integration tests: real MariaDB pairs (`mariadb`), the Consul API
-//! double or a real agent (`consul`), and the proxy binary under test (`proxy`).
+//! Shared helpers for the integration tests (and `examples/demo.rs`), one module per concern.
 #![allow(dead_code)]
 
+/// Scripted TCP backends (echo, silent) for byte-level tests.
 pub mod backends;
+/// The Consul API double or a real agent, and a small client for both.
 pub mod consul;
+/// Real MariaDB servers and primary/replica pairs, client options and probes.
 pub mod mariadb;
+/// A network namespace as a second host behind a link that can be cut or degraded.
 pub mod netns;
+/// `/proc` facts about a process: open descriptors, resident memory.
+pub mod process;
+/// The proxy binary under test, its captured log and its command line.
 pub mod proxy;
+/// The ERR packet a refused client gets from the proxy.
+pub mod refusal;
+/// A write workload through the proxy, what it saw, and outage gaps.
 pub mod workload;

@@ -158,6 +158,24 @@ impl Proxy {
             .and_then(|v| v.parse().ok())
     }
 
+    /// Polls `/metrics` (every 20 ms, at most `timeout`) until the sample `prefix` is at least
+    /// `at_least`; returns its value. Panics with the last value and the log on timeout.
+    pub async fn wait_for_metric(&self, prefix: &str, at_least: f64, timeout: Duration) -> f64 {
+        let start = Instant::now();
+        loop {
+            let value = self.metric(prefix).await;
+            if let Some(v) = value.filter(|v| *v >= at_least) {
+                return v;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "metric {prefix} did not reach {at_least} within {timeout:?} (last: {value:?}); log:\n{}",
+                self.log.text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -253,6 +271,69 @@ fn spawn(args: &[&str], env: &[(&str, &str)]) -> (Child, Arc<LogLines>) {
         sink.close();
     });
     (child, log)
+}
+
+/// A proxy command line: how the proxy finds its primary first (a fixed backend, Consul, the
+/// Consul KV leader key, DNS), then a test file's shared settings, then a test's own extras,
+/// in that order (a later `--hold-timeout` overrides an earlier one).
+///
+/// ```ignore
+/// ProxyArgs::consul(consul.http_url()).with(&["--hold-timeout", "20s"]).with(extra).start()
+/// ```
+#[derive(Clone, Debug)]
+pub struct ProxyArgs(Vec<String>);
+
+impl ProxyArgs {
+    /// `--backend <addr>`: one fixed backend, no discovery.
+    pub fn backend(addr: SocketAddr) -> ProxyArgs {
+        ProxyArgs(vec!["--backend".into(), addr.to_string()])
+    }
+
+    /// `--consul <url>`: Consul discovery (health mode unless `--discovery` follows).
+    pub fn consul(url: impl Into<String>) -> ProxyArgs {
+        ProxyArgs(vec!["--consul".into(), url.into()])
+    }
+
+    /// `--consul <url> --discovery consul-kv --kv-key <key>`: the primary is the address stored
+    /// under a KV leader key.
+    pub fn consul_kv(url: impl Into<String>, key: &str) -> ProxyArgs {
+        Self::consul(url).with(&["--discovery", "consul-kv", "--kv-key", key])
+    }
+
+    /// `--discovery dns --dns-server <server> --dns-name <name>`: the primary is what a DNS
+    /// server (the Consul DNS interface) answers for `name`.
+    pub fn dns(server: SocketAddr, name: &str) -> ProxyArgs {
+        let server = server.to_string();
+        ProxyArgs(Vec::new()).with(&[
+            "--discovery",
+            "dns",
+            "--dns-server",
+            &server,
+            "--dns-name",
+            name,
+        ])
+    }
+
+    /// Appends `args`.
+    pub fn with(mut self, args: &[&str]) -> ProxyArgs {
+        self.0.extend(args.iter().map(|&a| a.to_owned()));
+        self
+    }
+
+    /// The arguments, to hand to [`Proxy::start`] or [`run_to_exit`].
+    pub fn to_vec(&self) -> Vec<&str> {
+        self.0.iter().map(String::as_str).collect()
+    }
+
+    /// [`Proxy::start`] with these arguments.
+    pub fn start(&self) -> Proxy {
+        Proxy::start(&self.to_vec())
+    }
+
+    /// [`Proxy::start_with_env`] with these arguments.
+    pub fn start_with_env(&self, env: &[(&str, &str)]) -> Proxy {
+        Proxy::start_with_env(&self.to_vec(), env)
+    }
 }
 
 /// Runs the binary to completion (for bad-config tests): (exit status, stderr).

@@ -56,20 +56,27 @@ impl Report {
 
     /// The longest time without any acknowledged insert after `from` (the write outage).
     pub fn longest_gap_after(&self, from: Instant) -> Duration {
-        let mut times: Vec<Instant> = self
+        let acked = self.acked.iter().map(|a| a.2).filter(|t| *t >= from);
+        longest_gap(std::iter::once(from).chain(acked))
+    }
+
+    /// The longest time without any acknowledged insert in `[from, to)`, counted from `from`.
+    pub fn longest_gap_between(&self, from: Instant, to: Instant) -> Duration {
+        let acked = self
             .acked
             .iter()
             .map(|a| a.2)
-            .filter(|t| *t >= from)
-            .collect();
-        times.sort();
-        let mut prev = from;
-        let mut longest = Duration::ZERO;
-        for t in times {
-            longest = longest.max(t - prev);
-            prev = t;
-        }
-        longest
+            .filter(|t| *t >= from && *t < to);
+        longest_gap(std::iter::once(from).chain(acked))
+    }
+
+    /// The messages of the errors no other [`ErrorKind`] explains.
+    pub fn other_errors(&self) -> Vec<String> {
+        self.errors
+            .iter()
+            .filter(|e| e.kind == ErrorKind::Other)
+            .map(|e| e.message.clone())
+            .collect()
     }
 
     pub fn acked_after(&self, t: Instant) -> usize {
@@ -188,6 +195,19 @@ async fn write_loop(addr: SocketAddr, writer: u32, stop: CancellationToken) -> R
         }
     }
     report
+}
+
+/// The gaps between consecutive instants of `times`, in time order (acknowledged writes, requests
+/// a server saw, ...).
+pub fn gaps(times: impl IntoIterator<Item = Instant>) -> Vec<Duration> {
+    let mut times: Vec<Instant> = times.into_iter().collect();
+    times.sort();
+    times.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+/// The longest of [`gaps`]; zero for fewer than two instants.
+pub fn longest_gap(times: impl IntoIterator<Item = Instant>) -> Duration {
+    gaps(times).into_iter().max().unwrap_or_default()
 }
 
 /// All `(writer, seq)` rows in `app.writes` on a server (queried directly, not via the proxy).

@@ -58,6 +58,8 @@ async fn connections(db: &MariaDb) -> u64 {
     v.parse().unwrap()
 }
 
+/// The strict reading (`withdrawn_grace = 0s`: a withdrawn primary is no primary): every check
+/// failure is a loss, and the losses stay bounded.
 #[tokio::test]
 async fn flapping_primary_check_without_a_standby_is_bounded() {
     let pair = MariaDbPair::start().await;
@@ -67,7 +69,7 @@ async fn flapping_primary_check_without_a_standby_is_bounded() {
     consul
         .register_pair(pair.primary.addr(), pair.replica.addr())
         .await;
-    let proxy = start_proxy(&consul, &[]);
+    let proxy = start_proxy(&consul, &["--withdrawn-grace", "0s"]);
     const WRITERS: u32 = 4;
     let writers = Writers::start(proxy.addr(), WRITERS);
     tokio::time::sleep(LOAD).await;
@@ -253,5 +255,53 @@ async fn flapping_with_a_second_passing_instance_switches_once_and_sticks() {
          A flapped {flips_a}x while B passed: {switches} switch, {} probes on A then {} on B, never back",
         first_b,
         probes.len() - first_b
+    );
+}
+
+/// The default reading: a flapping check on a primary the proxy still reaches is Consul losing
+/// sight of it, not the database failing — no failover, no client error, logged once.
+#[tokio::test]
+async fn flapping_primary_check_without_a_standby_is_ridden_out_by_default() {
+    let pair = MariaDbPair::start().await;
+    pair.primary.admin_exec(CREATE_TABLE).await;
+    let a_id = pair.primary.server_id();
+    let consul = TestConsul::start().await;
+    consul
+        .register_pair(pair.primary.addr(), pair.replica.addr())
+        .await;
+    let proxy = start_proxy(&consul, &[]);
+    const WRITERS: u32 = 4;
+    let writers = Writers::start(proxy.addr(), WRITERS);
+    tokio::time::sleep(LOAD).await;
+    let failovers_metric = "consul_mysql_proxy_failovers_total";
+    let failovers_before = proxy.metric(failovers_metric).await.unwrap_or(0.0);
+    let mark = proxy.log.len();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let prober = spawn_prober(proxy.addr(), stop.clone());
+    let flips = flap(&consul, "service:mysql-a", Duration::from_secs(6), false).await;
+    consul.check_pass("service:mysql-a").await;
+    wait_routed_to(&proxy, a_id).await;
+    tokio::time::sleep(LOAD).await;
+    stop.cancel();
+    let probes = prober.await.unwrap();
+    let report = writers.stop().await;
+    let failovers = proxy.metric(failovers_metric).await.unwrap_or(0.0) - failovers_before;
+    assert!(flips >= 5, "{flips} flips");
+    assert_eq!(failovers, 0.0, "a flapping check alone is no failover");
+    assert_eq!(count_lines(&proxy, mark, "primary lost"), 0);
+    assert!(
+        count_lines(&proxy, mark, "primary withdrawn by Consul") >= 1,
+        "the withdrawal is logged"
+    );
+    assert!(
+        probes.iter().all(|p| *p == Ok(a_id)),
+        "every new client reached A: {probes:?}"
+    );
+    assert!(report.errors.is_empty(), "writers saw errors: {:?}", report.errors);
+    assert_eq!(proxy.metric("consul_mysql_proxy_primary_withdrawn").await, Some(0.0));
+    let inserted = rows_on(pair.primary.addr()).await;
+    assert!(
+        inserted.len() as u64 >= report.acked.len() as u64 && !inserted.is_empty(),
+        "writers wrote through the whole flapping"
     );
 }

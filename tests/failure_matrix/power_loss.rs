@@ -58,9 +58,8 @@ async fn primary_power_loss_errors_old_connections_in_bounded_time_and_reroutes_
     }
     // Held clients retried A with a growing delay (≤ 1 s), not in a hot loop.
     let connect_errors = proxy
-        .metric("consul_mysql_proxy_backend_connect_errors_total")
-        .await
-        .unwrap_or(0.0);
+        .metric_sum("consul_mysql_proxy_backend_connect_errors_total")
+        .await;
     assert!(
         connect_errors <= 7.0 * (detection.as_secs_f64() + 4.0),
         "{connect_errors} failed connects to A for 7 waiting clients in {detection:?}"

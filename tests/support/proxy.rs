@@ -158,6 +158,19 @@ impl Proxy {
             .and_then(|v| v.parse().ok())
     }
 
+    /// The sum of every sample of the family `name` across its labels (e.g. every `reason` of
+    /// `…_backend_connect_errors_total`); 0 when there is none.
+    pub async fn metric_sum(&self, name: &str) -> f64 {
+        let (_, text) = self.admin_get("/metrics").await;
+        text.lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// Polls `/metrics` (every 20 ms, at most `timeout`) until the sample `prefix` is at least
     /// `at_least`; returns its value. Panics with the last value and the log on timeout.
     pub async fn wait_for_metric(&self, prefix: &str, at_least: f64, timeout: Duration) -> f64 {

@@ -8,6 +8,8 @@ mod acl;
 mod blocking;
 mod checks;
 mod dns;
+mod events;
 mod faults;
 mod health;
 mod kv;
+mod wait;

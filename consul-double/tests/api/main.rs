@@ -12,4 +12,6 @@ mod events;
 mod faults;
 mod health;
 mod kv;
+mod listeners;
+mod query;
 mod wait;

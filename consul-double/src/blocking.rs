@@ -1,6 +1,9 @@
 //! Blocking queries: the query options every read endpoint shares (`dc`, `stale` /
 //! `consistent`, `index`, `wait`) and the wait loop.
 //!
+//! Consul: agent/consul/rpc.go blockingQuery (and agent/blockingquery/blockingquery.go in
+//! newer versions), website/content/api-docs/features/blocking.mdx.
+//!
 //! As in Consul's `blockingquery.Query`: with `index=0` (or none) the result comes back at
 //! once. Otherwise the request re-evaluates its result on every store change and returns as
 //! soon as the result's own index is greater than `index`, or when `wait` (Go duration,
@@ -30,6 +33,8 @@ pub struct QueryOptions {
     pub dc: Option<String>,
     /// `max_stale` (zero when not given).
     pub max_stale: Duration,
+    /// `?cached` (Consul's agent cache; for health it selects the streaming backend).
+    pub cached: bool,
 }
 
 /// A parse failure: status and body, as Consul words them.
@@ -54,6 +59,14 @@ pub fn parse_options(q: &crate::http::Query) -> Result<QueryOptions, BadRequest>
         return Err(BadRequest(
             400,
             "Cannot specify ?stale with ?consistent, conflicting semantics.".to_string(),
+        ));
+    }
+    // `?cached` (http_config.use_cache defaults to true) conflicts with `?consistent`.
+    let cached = q.has("cached");
+    if cached && consistent {
+        return Err(BadRequest(
+            400,
+            "Cannot specify ?cached with ?consistent, conflicting semantics.".to_string(),
         ));
     }
     // Consul: agent/http.go parseWait. `wait` goes through Go's time.ParseDuration; any
@@ -91,6 +104,7 @@ pub fn parse_options(q: &crate::http::Query) -> Result<QueryOptions, BadRequest>
         consistency,
         dc,
         max_stale,
+        cached,
     })
 }
 
@@ -112,6 +126,9 @@ pub fn effective_timeout(wait: Duration) -> Duration {
 }
 
 /// Runs `query` as a blocking query; returns (index, result).
+/// Consul: agent/consul/rpc.go blockingQuery — return at once when `MinQueryIndex == 0`,
+/// else re-run on every change while the result's index is `<= MinQueryIndex`, until the
+/// timeout; a snapshot restore (`state.AbandonCh()`) returns at once.
 pub(crate) async fn run<T>(
     shared: &Arc<Shared>,
     opts: &QueryOptions,

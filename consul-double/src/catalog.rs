@@ -212,7 +212,8 @@ fn tags_match(svc: &Service, tags: &[String]) -> bool {
         .all(|want| svc.tags.iter().any(|t| t.eq_ignore_ascii_case(want)))
 }
 
-/// Consul's `CheckTTL.SetStatus` cap: `<first 4 KB> ... (captured 4096 of N bytes)`.
+/// Consul's `CheckTTL.SetStatus` cap (agent/checks/check.go): `<first 4 KB> ... (captured
+/// 4096 of N bytes)`.
 fn truncate_ttl_output(s: String) -> String {
     if s.len() <= OUTPUT_MAX {
         return s;
@@ -570,6 +571,8 @@ impl Store {
         }
     }
 
+    /// Consul: agent/local/state.go UpdateCheck (deferred output sync with
+    /// `check_update_interval`) and agent/local/state.go syncCheck.
     /// Applies a check result as the agent's local state does: a status change is synced to
     /// the catalog at once; an output-only change is synced after a deferral
     /// (`check_update_interval / 2 + random(check_update_interval)`), or at once when the
@@ -657,7 +660,9 @@ impl Store {
         ))
     }
 
-    /// A TTL check that was not updated in time turns critical.
+    /// A TTL check that was not updated in time turns critical (Consul: agent/checks/check.go
+    /// CheckTTL.run / getExpiredOutput: `TTL expired` or `TTL expired (last output before
+    /// timeout follows): <output>`).
     pub fn expire_ttl(&mut self, key: &Key, now: Instant, update_interval: Duration) -> bool {
         let Some(rt) = self.check_rt.get_mut(key) else {
             return false;

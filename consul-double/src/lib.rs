@@ -1,7 +1,7 @@
 //! A dev-only double of the Consul agent HTTP and DNS APIs that consul-mysql-proxy uses,
 //! for tests and the demo (the real `consul` binary is not available on our machines).
-//! It follows Consul's documented behaviour (see `shared/consul-api.md`); where it
-//! deliberately differs, the difference is listed in the README section of this doc below.
+//! It follows Consul's source and documentation; where it deliberately differs, the
+//! difference is listed under "Deviations" below.
 //!
 //! # Map
 //! A request flows like this:
@@ -12,8 +12,10 @@
 //!   catalog and KV go through [`blocking`], which parses `index`/`wait`/consistency/`dc`,
 //!   waits on the store's change signal until the result's own index moves past `index`
 //!   (or `wait` + jitter runs out), and sets the `X-Consul-*` headers.
-//! - [`dns`] answers `*.service.consul`, RFC 2782 SRV names and `*.node.consul` over UDP and
-//!   TCP on one port, from the same health data.
+//! - [`dns`] answers `*.service.consul`, RFC 2782 SRV names, `*.query.consul` and
+//!   `*.node.consul` over UDP and TCP on one port, from the same health data.
+//! - [`query`] holds prepared queries; [`acl`] the token rules; [`agents`] the node-side
+//!   events.
 //! - The state store is [`store`] (indexes, snapshot restore) with [`catalog`] (nodes,
 //!   services, checks) and [`kv`] (keys, sessions, locks). Every change goes through
 //!   `Shared::write`, which wakes blocked queries and the timer task.
@@ -21,25 +23,38 @@
 //!   TTL checks and sessions, flushes deferred check output and reaps services whose checks
 //!   have been critical past `DeregisterCriticalServiceAfter`.
 //!
+//! Every behaviour follows Consul's source; the code names the Consul file it comes from
+//! (`// Consul: <path>`), and `CONFORMANCE.md` in this crate lists each behaviour with its
+//! source file and the test that covers it.
+//!
+//! # Test-facing API beyond Consul's HTTP/DNS
+//! - [`DoubleConfig`]: `acl_token` (management token) and `acl_tokens` (tokens with prefix
+//!   rules, [`AclToken`]), `use_streaming_backend` (default true, as Consul), `http_unix`
+//!   (unix socket), `https` + `tls` ([`TlsConfig`], `verify_incoming`).
+//! - [`Faults`]: transport faults (pause, latency, fail_with, garbage, SERVFAIL, snapshot
+//!   restore), the server the agent reaches ([`ServerState`]: leader, follower, lost
+//!   leader), and node events ([`crate::agents`]: leave, restart, crash, partition, heal,
+//!   forced check status, service and node maintenance). The same switches exist over HTTP
+//!   under `/_double/fault/*` (see the crate README).
+//!
 //! # Deviations from real Consul
 //! - Extra, non-standard: `?node=<name>&node_address=<ip>` on agent endpoints registers on
 //!   (or addresses) another node, so tests can simulate several nodes; `/_double/*` control
 //!   endpoints for the fault switches and request counters.
-//! - One datacenter, one server, always leader: `X-Consul-KnownLeader: true`,
-//!   `X-Consul-LastContact: 0`; `stale`/`consistent` only change the
-//!   `X-Consul-Effective-Consistency` header.
-//! - `filter` and `near` are accepted and ignored; HTTP/gRPC/UDP/alias checks are rejected
-//!   with 400; prepared queries, ACL management, Connect, peering, namespaces are absent.
-//! - ACL: one token with full rights (`acl_token`). A wrong token gets 403 `ACL not found`;
-//!   no token acts as the anonymous token of a default-deny cluster: health/catalog reads
-//!   return `[]` with `X-Consul-Results-Filtered-By-ACLs: true`, everything else 403
-//!   `Permission denied: ...`. DNS ignores ACLs (the agent's own token is assumed to read).
+//! - One datacenter and one server; it is the leader unless a test says otherwise
+//!   ([`Faults::set_server_state`]). Writes are not affected by a lost leader.
+//! - `filter` is accepted and ignored; `near` only selects the RPC backend for health;
+//!   HTTP/gRPC/UDP/alias checks are rejected with 400; ACL management endpoints, Connect,
+//!   peering, namespaces, prepared-query templates and remote-datacenter failover are absent.
+//! - ACL rules are prefix rules only (no exact-name rules); with ACLs on, the default policy
+//!   is `deny`. DNS ignores ACLs (the agent's own token is assumed to read).
 //! - KV keys are not validated (newer Consul rejects some characters and file extensions).
 //! - Session TTL expiry uses `session_ttl_multiplier` (Consul: 2); timers are per process,
 //!   not per raft leader. Lock-delay is enforced as in Consul (default 15 s; `LockDelay: "0s"`
 //!   disables it).
 //! - DNS message size limits are computed on the compressed encoding; there is no
-//!   recursion, no PTR, no prepared-query or `connect`/`ingress`/`virtual` names.
+//!   recursion, no PTR, no `connect`/`ingress`/`virtual` names.
+//! - HTTPS offers ALPN `http/1.1` only (Consul also offers `h2`).
 
 #![forbid(unsafe_code)]
 

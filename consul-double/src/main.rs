@@ -253,6 +253,8 @@ fn agent_compat(argv: &[String]) -> Result<Args, String> {
                 let compact: String = value.chars().filter(|c| !c.is_whitespace()).collect();
                 if compact == "enable_script_checks=true" {
                     args.enable_script_checks = true;
+                } else if let Some(v) = compact.strip_prefix("use_streaming_backend=") {
+                    args.use_streaming_backend = v != "false";
                 } else if let Some(v) = compact.strip_prefix("check_update_interval=") {
                     args.check_update_interval = v.trim_matches('"').to_string();
                 }

@@ -1,6 +1,13 @@
 //! `/v1/agent/*` writes: service registration (body decoded the way Go decodes it:
 //! case-insensitive field names, snake_case accepted), deregistration, maintenance, TTL check
 //! updates; and `/v1/agent/self`.
+//!
+//! Consul: agent/agent_endpoint.go (AgentRegisterService, AgentDeregisterService,
+//! AgentServiceMaintenance, AgentNodeMaintenance, AgentCheckPass/Warn/Fail/Update),
+//! agent/structs/check_type.go Validate (the `Invalid check: …` texts), agent/agent.go
+//! addServiceInternal (default check IDs `service:<id>[:<n>]` and names
+//! `Service '<name>' check`) and addCheck (script checks refused unless
+//! `enable_script_checks`).
 
 use super::*;
 

@@ -1,5 +1,10 @@
 //! `/v1/kv/<key>` (GET with `raw`/`recurse`/`keys`, PUT with `flags`/`cas`/`acquire`/
 //! `release`, DELETE with `recurse`/`cas`) and `/v1/session/*`.
+//!
+//! Consul: agent/kvs_endpoint.go (KVSGet: 404 with X-Consul-Index for a missing key, `raw`,
+//! `keys`/`separator`; KVSPut: `kv_max_value_size`, `flags`, `cas`, `acquire`, `release`),
+//! agent/session_endpoint.go (SessionCreate defaults: LockDelay 15s, Behavior release,
+//! checks serfHealth).
 
 use super::agent::*;
 use super::json::*;

@@ -129,7 +129,7 @@ impl Query {
     }
 }
 
-/// Go's `strconv.ParseBool`.
+/// Go's `strconv.ParseBool` (Go standard library strconv/atob.go).
 fn parse_go_bool(v: &str) -> Option<bool> {
     match v {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
@@ -138,7 +138,8 @@ fn parse_go_bool(v: &str) -> Option<bool> {
     }
 }
 
-/// Consul's `getBoolQueryParam`: absent → false, bare → true, else ParseBool.
+/// Consul's `getBoolQueryParam` (agent/health_endpoint.go): absent → false, bare → true,
+/// else ParseBool.
 fn bool_param(q: &Query, key: &str) -> Result<bool, ()> {
     match q.get(key) {
         None => Ok(false),

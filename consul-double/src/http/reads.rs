@@ -46,7 +46,7 @@ pub(super) async fn health_service(
     // (`MinQueryIndex > 0`; or `?cached`), there is no `?near` (`Source.Node`), and no
     // `merge-central-config`. Everything else is an RPC blocking query.
     let streaming = shared.cfg.use_streaming_backend
-        && opts.min_index > 0
+        && (opts.min_index > 0 || opts.cached)
         && q.get("near").is_none_or(str::is_empty)
         && !q.has("merge-central-config");
     if !streaming && let Err(r) = server_meta(shared, &opts) {

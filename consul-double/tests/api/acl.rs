@@ -180,3 +180,88 @@ async fn limited_token_filters_health_by_node_and_service_read() {
     .await;
     assert_eq!(ids(&r.json()), vec!["db1", "db2"]);
 }
+
+/// KV reads with key rules (Consul: agent/consul/kvs_endpoint.go; aclfilter filterDirEnt,
+/// filterKeys) and TTL updates needing `service:write` on the check's service (agent/agent.go
+/// vetCheckUpdateWithAuthorizer).
+#[tokio::test]
+async fn key_rules_and_check_update_permissions() {
+    use consul_double::{AclToken, Policy, Resource};
+    let d = start_with(DoubleConfig {
+        acl_token: Some("root".into()),
+        acl_tokens: vec![
+            AclToken::new("kv-app")
+                .rule(Resource::Key, "app/", Policy::Read)
+                .rule(Resource::Key, "app/own/", Policy::Write),
+            AclToken::new("db-writer").rule(Resource::Service, "db", Policy::Write),
+        ],
+        ..test_config()
+    })
+    .await;
+    let a = d.http_addr();
+    let root = [("X-Consul-Token", "root")];
+    for k in ["app/a", "app/own/b", "other/c"] {
+        let r = request(a, "PUT", &format!("/v1/kv/{k}"), b"v", &root).await;
+        assert_eq!(r.status, 200);
+    }
+    let kv = [("X-Consul-Token", "kv-app")];
+    assert_eq!(
+        request(a, "GET", "/v1/kv/app/a", b"", &kv).await.status,
+        200
+    );
+    assert_eq!(
+        request(a, "GET", "/v1/kv/other/c", b"", &kv).await.status,
+        403
+    );
+    let r = request(a, "GET", "/v1/kv/?recurse", b"", &kv).await;
+    let keys: Vec<String> = r
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["Key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(keys, vec!["app/a", "app/own/b"]);
+    let r = request(a, "GET", "/v1/kv/?keys", b"", &kv).await;
+    assert_eq!(r.json(), json!(["app/a", "app/own/b"]));
+    assert_eq!(
+        request(a, "PUT", "/v1/kv/app/own/x", b"1", &kv)
+            .await
+            .status,
+        200
+    );
+    let r = request(a, "PUT", "/v1/kv/app/x", b"1", &kv).await;
+    assert_eq!(r.status, 403);
+    assert!(
+        r.text().contains("'key:write' on \"app/x\""),
+        "{}",
+        r.text()
+    );
+
+    for (id, name) in [("db1", "db"), ("web1", "web")] {
+        let body = json!({"ID": id, "Name": name, "Port": 1, "Check": {"TTL": "60s"}});
+        let r = request(
+            a,
+            "PUT",
+            "/v1/agent/service/register",
+            body.to_string().as_bytes(),
+            &root,
+        )
+        .await;
+        assert_eq!(r.status, 200);
+    }
+    let w = [("X-Consul-Token", "db-writer")];
+    let r = request(a, "PUT", "/v1/agent/check/pass/service:db1", b"", &w).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = request(a, "PUT", "/v1/agent/check/pass/service:web1", b"", &w).await;
+    assert_eq!(r.status, 403);
+    assert!(
+        r.text().contains("'service:write' on \"web\""),
+        "{}",
+        r.text()
+    );
+    // Node checks need node:write.
+    let r = request(a, "PUT", "/v1/agent/maintenance?enable=true", b"", &w).await;
+    assert_eq!(r.status, 403);
+    assert!(r.text().contains("'node:write'"), "{}", r.text());
+}

@@ -385,6 +385,17 @@ async fn health_streaming_backend_headers() {
     assert_eq!(r.header("X-Consul-LastContact"), Some("0"));
     assert_eq!(r.header("X-Consul-Effective-Consistency"), Some("leader"));
     assert_eq!(r.index(), idx);
+    // ?cached selects it too (UseCache); ?cached with ?consistent is a 400.
+    let r = get(&d, "/v1/health/service/db?cached").await;
+    assert_eq!(r.header("X-Consul-Query-Backend"), Some("streaming"));
+    let r = get(&d, "/v1/health/service/db?cached&consistent").await;
+    assert_eq!(
+        (r.status, r.text()),
+        (
+            400,
+            "Cannot specify ?cached with ?consistent, conflicting semantics.".into()
+        )
+    );
     // ?near forces the RPC backend (Source.Node set).
     let r = get(
         &d,

@@ -7,6 +7,7 @@ mod common;
 mod acl;
 mod blocking;
 mod checks;
+mod cli;
 mod dns;
 mod events;
 mod faults;

@@ -34,7 +34,10 @@ async fn binary_flags_and_startup_line() {
         .unwrap()
         .expect("a line");
     assert!(line.starts_with("consul-double http=127.0.0.1:"), "{line}");
-    assert!(line.ends_with(&format!(" unix=unix://{}", sock.display())), "{line}");
+    assert!(
+        line.ends_with(&format!(" unix=unix://{}", sock.display())),
+        "{line}"
+    );
     let http: std::net::SocketAddr = line
         .split(' ')
         .find_map(|w| w.strip_prefix("http="))

@@ -1,6 +1,9 @@
 //! Blocking queries: the query options every read endpoint shares (`dc`, `stale` /
 //! `consistent`, `index`, `wait`) and the wait loop.
 //!
+//! Consul: agent/consul/rpc.go blockingQuery (and agent/blockingquery/blockingquery.go in
+//! newer versions), website/content/api-docs/features/blocking.mdx.
+//!
 //! As in Consul's `blockingquery.Query`: with `index=0` (or none) the result comes back at
 //! once. Otherwise the request re-evaluates its result on every store change and returns as
 //! soon as the result's own index is greater than `index`, or when `wait` (Go duration,
@@ -28,6 +31,10 @@ pub struct QueryOptions {
     pub consistency: &'static str,
     /// The datacenter asked for (`dc`), or None for the agent's.
     pub dc: Option<String>,
+    /// `max_stale` (zero when not given).
+    pub max_stale: Duration,
+    /// `?cached` (Consul's agent cache; for health it selects the streaming backend).
+    pub cached: bool,
 }
 
 /// A parse failure: status and body, as Consul words them.
@@ -36,25 +43,53 @@ pub struct BadRequest(pub u16, pub String);
 
 /// Parses the shared options the way `HTTPHandlers.parse` does.
 pub fn parse_options(q: &crate::http::Query) -> Result<QueryOptions, BadRequest> {
-    let stale = q.has("stale");
+    // Consul: agent/http.go parseInternal runs parseConsistency, then parseWait.
+    // parseConsistency: `stale`/`consistent` are presence flags; `max_stale` is a Go
+    // duration (400 `Invalid max_stale value "<v>"`) and, when > 0, implies `stale`.
+    let mut stale = q.has("stale");
     let consistent = q.has("consistent");
+    let mut max_stale = Duration::ZERO;
+    if let Some(m) = q.get("max_stale").filter(|m| !m.is_empty()) {
+        let ns = crate::duration::parse_go(m)
+            .map_err(|_| BadRequest(400, format!("Invalid max_stale value {m:?}")))?;
+        max_stale = Duration::from_nanos(u64::try_from(ns).unwrap_or(0));
+        stale |= !max_stale.is_zero();
+    }
     if stale && consistent {
         return Err(BadRequest(
             400,
             "Cannot specify ?stale with ?consistent, conflicting semantics.".to_string(),
         ));
     }
+    // `?cached` (http_config.use_cache defaults to true) conflicts with `?consistent`.
+    let cached = q.has("cached");
+    if cached && consistent {
+        return Err(BadRequest(
+            400,
+            "Cannot specify ?cached with ?consistent, conflicting semantics.".to_string(),
+        ));
+    }
+    // Consul: agent/http.go parseWait. `wait` goes through Go's time.ParseDuration; any
+    // error is 400 "Invalid wait time". A negative wait is accepted there and later treated
+    // like no wait at all (agent/consul/rpc.go RPCQueryTimeout: `<= 0` → default).
     let mut wait = Duration::ZERO;
     if let Some(w) = q.get("wait").filter(|w| !w.is_empty()) {
-        wait = crate::duration::parse(w)
-            .ok_or_else(|| BadRequest(400, "Invalid wait time".to_string()))?;
+        let ns = crate::duration::parse_go(w)
+            .map_err(|_| BadRequest(400, "Invalid wait time".to_string()))?;
+        wait = Duration::from_nanos(u64::try_from(ns).unwrap_or(0));
     }
+    // Consul: agent/http.go parseWait. `index` goes through Go's strconv.ParseUint(idx, 10,
+    // 64): decimal digits only (no sign, no spaces), at most u64::MAX; else "Invalid index".
     let mut min_index = 0;
     if let Some(i) = q.get("index").filter(|i| !i.is_empty()) {
         min_index = i
-            .parse()
-            .map_err(|_| BadRequest(400, "Invalid index".to_string()))?;
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| i.parse::<u64>().ok())
+            .flatten()
+            .ok_or_else(|| BadRequest(400, "Invalid index".to_string()))?;
     }
+    // Consul: agent/structs/structs.go QueryOptions.ConsistencyLevel.
     let consistency = if stale {
         "stale"
     } else if consistent {
@@ -68,10 +103,14 @@ pub fn parse_options(q: &crate::http::Query) -> Result<QueryOptions, BadRequest>
         wait,
         consistency,
         dc,
+        max_stale,
+        cached,
     })
 }
 
-/// Consul's `RPCQueryTimeout` plus jitter: 0 → 5 m, capped at 10 m, plus up to wait/16.
+/// Consul: agent/consul/rpc.go RPCQueryTimeout — above `max_query_time` (10 m) → 10 m,
+/// `<= 0` → `default_query_time` (5 m), then plus `lib.RandomStagger(timeout /
+/// structs.JitterFraction)` (JitterFraction = 16).
 pub fn effective_timeout(wait: Duration) -> Duration {
     let base = if wait.is_zero() {
         DEFAULT_WAIT
@@ -87,6 +126,9 @@ pub fn effective_timeout(wait: Duration) -> Duration {
 }
 
 /// Runs `query` as a blocking query; returns (index, result).
+/// Consul: agent/consul/rpc.go blockingQuery — return at once when `MinQueryIndex == 0`,
+/// else re-run on every change while the result's index is `<= MinQueryIndex`, until the
+/// timeout; a snapshot restore (`state.AbandonCh()`) returns at once.
 pub(crate) async fn run<T>(
     shared: &Arc<Shared>,
     opts: &QueryOptions,

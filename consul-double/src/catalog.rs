@@ -19,7 +19,18 @@ use crate::store::Store;
 pub(crate) const PASSING: &str = "passing";
 pub(crate) const WARNING: &str = "warning";
 pub(crate) const CRITICAL: &str = "critical";
+// Consul: agent/structs/catalog.go SerfCheckID, SerfCheckName, SerfCheckAliveOutput,
+// SerfCheckFailedOutput.
 pub(crate) const SERF_CHECK_ID: &str = "serfHealth";
+pub(crate) const SERF_CHECK_NAME: &str = "Serf Health Status";
+pub(crate) const SERF_ALIVE_OUTPUT: &str = "Agent alive and reachable";
+pub(crate) const SERF_FAILED_OUTPUT: &str = "Agent not live or unreachable";
+// Consul: api/health.go NodeMaint, ServiceMaintPrefix; agent/agent.go defaultNodeMaintReason,
+// defaultServiceMaintReason.
+pub(crate) const NODE_MAINT_CHECK_ID: &str = "_node_maintenance";
+pub(crate) const SERVICE_MAINT_PREFIX: &str = "_service_maintenance:";
+pub(crate) const DEFAULT_NODE_MAINT_REASON: &str = "Maintenance mode is enabled for this node, but no reason was provided. This is a default message.";
+pub(crate) const DEFAULT_SERVICE_MAINT_REASON: &str = "Maintenance mode is enabled for this service, but no reason was provided. This is a default message.";
 /// Consul's `CheckBufSize`: check output is capped at 4 KB.
 pub(crate) const OUTPUT_MAX: usize = 4096;
 
@@ -125,6 +136,10 @@ pub struct CheckRuntime {
     pub ttl_deadline: Option<Instant>,
     /// Stops the TCP/script runner task.
     pub cancel: Option<CancellationToken>,
+    /// Status and output forced by a fault switch; runner/TTL results are ignored meanwhile.
+    pub forced: bool,
+    /// A result the agent has but could not sync (its node is partitioned from the servers).
+    pub pending: Option<(String, String)>,
 }
 
 impl CheckRuntime {
@@ -137,6 +152,8 @@ impl CheckRuntime {
             deregister_after: None,
             ttl_deadline: None,
             cancel: None,
+            forced: false,
+            pending: None,
         }
     }
 }
@@ -195,7 +212,8 @@ fn tags_match(svc: &Service, tags: &[String]) -> bool {
         .all(|want| svc.tags.iter().any(|t| t.eq_ignore_ascii_case(want)))
 }
 
-/// Consul's `CheckTTL.SetStatus` cap: `<first 4 KB> ... (captured 4096 of N bytes)`.
+/// Consul's `CheckTTL.SetStatus` cap (agent/checks/check.go): `<first 4 KB> ... (captured
+/// 4096 of N bytes)`.
 fn truncate_ttl_output(s: String) -> String {
     if s.len() <= OUTPUT_MAX {
         return s;
@@ -263,10 +281,10 @@ impl Store {
         let serf = Check {
             node: name.to_string(),
             check_id: SERF_CHECK_ID.to_string(),
-            name: "Serf Health Status".to_string(),
+            name: SERF_CHECK_NAME.to_string(),
             status: PASSING.to_string(),
             notes: String::new(),
-            output: "Agent alive and reachable".to_string(),
+            output: SERF_ALIVE_OUTPUT.to_string(),
             service_id: String::new(),
             service_name: String::new(),
             service_tags: Vec::new(),
@@ -285,11 +303,11 @@ impl Store {
         true
     }
 
-    fn touch_service_name(&mut self, name: &str, idx: u64) {
+    pub(crate) fn touch_service_name(&mut self, name: &str, idx: u64) {
         self.service_indexes.insert(name.to_ascii_lowercase(), idx);
     }
 
-    fn touch_node_services(&mut self, node_key: &str, idx: u64) {
+    pub(crate) fn touch_node_services(&mut self, node_key: &str, idx: u64) {
         let names: Vec<String> = self
             .services
             .values()
@@ -306,6 +324,24 @@ impl Store {
     /// started, each with the token that stops it; runners of replaced or removed checks are
     /// cancelled by dropping their runtime.
     pub fn register_service(&mut self, reg: ServiceReg, now: Instant) -> Vec<Runner> {
+        self.register_service_inner(reg, now, false)
+    }
+
+    /// `fresh`: the agent registers from its definitions with no check state to carry over
+    /// (agent start), so every check starts at its initial status (Consul: agent/agent.go
+    /// addServiceInternal — `api.HealthCritical` unless the definition gives `Status`; only a
+    /// config reload restores the previous status and output from its snapshot).
+    pub(crate) fn register_service_inner(
+        &mut self,
+        reg: ServiceReg,
+        now: Instant,
+        fresh: bool,
+    ) -> Vec<Runner> {
+        self.agents
+            .entry(reg.node.to_ascii_lowercase())
+            .or_default()
+            .services
+            .insert(reg.service.id.clone(), reg.clone());
         let idx = self.next_index();
         let mut changed = false;
         let node_key = reg.node.to_ascii_lowercase();
@@ -365,7 +401,7 @@ impl Store {
             let prev_local = self.check_rt.get(&k).map(|r| r.local_output.clone());
             let mut status = cr.status.clone().unwrap_or_else(|| CRITICAL.to_string());
             let mut output = String::new();
-            if let Some(p) = &prev {
+            if let Some(p) = prev.as_ref().filter(|_| !fresh) {
                 // The agent's check-state snapshot carries status and output over.
                 status = p.status.clone();
                 output = prev_local.unwrap_or_else(|| p.output.clone());
@@ -436,7 +472,7 @@ impl Store {
     }
 
     /// Removes one check; returns true if it existed.
-    fn delete_check(&mut self, key: &Key, idx: u64) -> bool {
+    pub(crate) fn delete_check(&mut self, key: &Key, idx: u64) -> bool {
         let Some(c) = self.checks.remove(key) else {
             return false;
         };
@@ -451,7 +487,7 @@ impl Store {
         true
     }
 
-    fn after_instance_removed(&mut self, name: &str, idx: u64) {
+    pub(crate) fn after_instance_removed(&mut self, name: &str, idx: u64) {
         let still = self
             .services
             .values()
@@ -466,6 +502,16 @@ impl Store {
 
     /// Deregisters a service and its checks. Returns false if it was unknown.
     pub fn deregister_service(&mut self, node_key: &str, service_id: &str) -> bool {
+        if let Some(a) = self.agents.get_mut(node_key) {
+            a.services.remove(service_id);
+            a.service_maintenance.remove(service_id);
+        }
+        self.remove_service_from_catalog(node_key, service_id)
+    }
+
+    /// Removes a service and its checks from the catalog only (the agent keeps its
+    /// definition).
+    pub(crate) fn remove_service_from_catalog(&mut self, node_key: &str, service_id: &str) -> bool {
         let skey = (node_key.to_string(), service_id.to_string());
         if !self.services.contains_key(&skey) {
             return false;
@@ -525,6 +571,8 @@ impl Store {
         }
     }
 
+    /// Consul: agent/local/state.go UpdateCheck (deferred output sync with
+    /// `check_update_interval`) and agent/local/state.go syncCheck.
     /// Applies a check result as the agent's local state does: a status change is synced to
     /// the catalog at once; an output-only change is synced after a deferral
     /// (`check_update_interval / 2 + random(check_update_interval)`), or at once when the
@@ -540,9 +588,19 @@ impl Store {
         let Some(check) = self.checks.get(key) else {
             return false;
         };
+        let gate = self.agent_gate(&key.0);
         let Some(rt) = self.check_rt.get_mut(key) else {
             return false;
         };
+        if rt.forced || gate == crate::agents::Gate::Drop {
+            return false;
+        }
+        if gate == crate::agents::Gate::Hold {
+            // The agent has the result but cannot reach the servers.
+            rt.local_output = output.clone();
+            rt.pending = Some((status.to_string(), output));
+            return false;
+        }
         if status == CRITICAL {
             rt.critical_since.get_or_insert(now);
         } else {
@@ -602,7 +660,9 @@ impl Store {
         ))
     }
 
-    /// A TTL check that was not updated in time turns critical.
+    /// A TTL check that was not updated in time turns critical (Consul: agent/checks/check.go
+    /// CheckTTL.run / getExpiredOutput: `TTL expired` or `TTL expired (last output before
+    /// timeout follows): <output>`).
     pub fn expire_ttl(&mut self, key: &Key, now: Instant, update_interval: Duration) -> bool {
         let Some(rt) = self.check_rt.get_mut(key) else {
             return false;
@@ -623,12 +683,24 @@ impl Store {
             return false;
         };
         rt.flush_at = None;
+        if rt.forced {
+            return false;
+        }
         let out = rt.local_output.clone();
+        if self.agent_gate(&key.0) != crate::agents::Gate::Sync {
+            return false;
+        }
         let status = self.checks[key].status.clone();
         self.sync_check(key, &status, out, now)
     }
 
-    fn sync_check(&mut self, key: &Key, status: &str, output: String, now: Instant) -> bool {
+    pub(crate) fn sync_check(
+        &mut self,
+        key: &Key,
+        status: &str,
+        output: String,
+        now: Instant,
+    ) -> bool {
         let idx = self.next_index();
         let check = self.checks.get_mut(key).expect("caller checked");
         if check.status == status && check.output == output {
@@ -661,9 +733,20 @@ impl Store {
         reason: &str,
         now: Instant,
     ) -> bool {
+        // Consul: agent/agent.go EnableServiceMaintenance / DisableServiceMaintenance. The
+        // check is persisted by the agent, so it survives an agent restart.
+        let agent = self.agents.entry(node_key.to_string()).or_default();
+        if enable {
+            agent
+                .service_maintenance
+                .entry(service_id.to_string())
+                .or_insert_with(|| reason.to_string());
+        } else {
+            agent.service_maintenance.remove(service_id);
+        }
         let key = (
             node_key.to_string(),
-            format!("_service_maintenance:{service_id}"),
+            format!("{SERVICE_MAINT_PREFIX}{service_id}"),
         );
         if !enable {
             let idx = self.next_index();
@@ -684,7 +767,7 @@ impl Store {
         };
         let idx = self.next_index();
         let notes = if reason.is_empty() {
-            "Maintenance mode is enabled for this service, but no reason was provided. This is a default message.".to_string()
+            DEFAULT_SERVICE_MAINT_REASON.to_string()
         } else {
             reason.to_string()
         };
@@ -722,10 +805,12 @@ impl Store {
         if !self.checks.contains_key(&key) {
             return false;
         }
+        // Consul: agent/consul/leader_registrator_v1.go HandleAliveMember /
+        // HandleFailedMember.
         let output = if status == PASSING {
-            "Agent alive and reachable"
+            SERF_ALIVE_OUTPUT
         } else {
-            "Agent not live or unreachable"
+            SERF_FAILED_OUTPUT
         };
         if let Some(rt) = self.check_rt.get_mut(&key) {
             rt.local_output = output.to_string();

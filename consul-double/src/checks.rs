@@ -1,4 +1,5 @@
-//! The agent's check machinery.
+//! The agent's check machinery (Consul: agent/checks/check.go CheckTCP, CheckMonitor,
+//! CheckTTL; agent/agent.go addCheck; agent/local/state.go UpdateCheck for the sync rule).
 //!
 //! - One task per TCP or script check: a random stagger within the interval first (as
 //!   Consul's `RandomStagger`), then one run per interval. TCP: connect within `Timeout`
@@ -67,6 +68,8 @@ async fn run_once(def: &CheckDef) -> (&'static str, String) {
     }
 }
 
+// Consul: agent/checks/check.go CheckTCP.check — "TCP connect <addr>: Success", else the
+// dial error (Go's "dial tcp <addr>: connect: connection refused").
 async fn tcp_check(addr: &str, timeout: Duration) -> (&'static str, String) {
     match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
         Ok(Ok(_conn)) => (PASSING, format!("TCP connect {addr}: Success")),
@@ -81,7 +84,8 @@ async fn tcp_check(addr: &str, timeout: Duration) -> (&'static str, String) {
     }
 }
 
-/// Keeps the last `OUTPUT_MAX` bytes, like Consul's circular buffer.
+/// Keeps the last `OUTPUT_MAX` bytes, like Consul's circular buffer (agent/checks/check.go
+/// CheckMonitor.check: `Captured %d of %d bytes\n...\n%s`).
 struct Tail {
     buf: Vec<u8>,
     total: usize,
@@ -110,6 +114,8 @@ impl Tail {
     }
 }
 
+// Consul: agent/checks/check.go CheckMonitor.check — exit 0 passing, 1 warning, else
+// critical; "Timed out (<timeout>) running check" on timeout.
 async fn script_check(args: &[String], timeout: Duration) -> (&'static str, String) {
     let Some((prog, rest)) = args.split_first() else {
         return (CRITICAL, "empty Args".to_string());

@@ -1,5 +1,7 @@
 //! The DNS interface (UDP and TCP on one port), answering from the same health data as
-//! `/v1/health/service`, the way Consul's `agent/dns.go` does:
+//! `/v1/health/service`, the way Consul's `agent/dns.go` does (Consul: agent/dns.go
+//! dispatch, serviceLookup, nodeLookup, preparedQueryLookup; names per
+//! website/content/docs/services/discovery/dns-static-lookups.mdx):
 //!
 //! - `<svc>.service[.<dc>].consul`, `<tag>.<svc>.service[.<dc>].consul` and RFC 2782
 //!   `_<svc>._<tag>[.service][.<dc>].consul` (tag `tcp` = no tag filter); tags and service
@@ -16,6 +18,8 @@
 //! - UDP without EDNS: at most `udp_answer_limit` (3) answers and 512 bytes; with EDNS up to
 //!   the advertised size. TC is set only with `enable_truncate`. TCP: up to 64 KB.
 //! - `<node>.node[.<dc>].consul` A/AAAA (+ TXT meta), `<hex>.addr[.<dc>].consul`, SOA, NS.
+//! - `<query>.query[.<dc>].consul`: a prepared query's results, A/AAAA or SRV like a
+//!   service lookup (agent/dns.go preparedQueryLookup).
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -464,6 +468,9 @@ fn dispatch(
             };
             service_lookup(store, cfg, qname, qtype, &service, &tag, resp)
         }
+        "query" if !parts.is_empty() => {
+            query_lookup(store, cfg, qname, qtype, &parts.join("."), resp)
+        }
         "node" if !parts.is_empty() => node_lookup(store, qname, qtype, &parts.join("."), resp),
         "addr" if parts.len() == 1 => addr_lookup(qname, qtype, &parts[0], resp),
         _ => Outcome::NameError,
@@ -494,10 +501,54 @@ fn service_lookup(
         return Outcome::NameError;
     }
     fastrand::shuffle(&mut entries);
+    entry_records(&entries, cfg, qname, qtype, resp)
+}
+
+/// `<query>.query[.<dc>].consul`: the prepared query's results, rendered like a service
+/// lookup (Consul: agent/dns.go preparedQueryLookup → serviceSRVRecords /
+/// serviceNodeRecords). The query's own `OnlyPassing` applies (not `dns_config.only_passing`);
+/// its `DNS.TTL` is the records' TTL (0 when unset, the double's `service_ttl`); no results →
+/// NXDOMAIN.
+fn query_lookup(
+    store: &Store,
+    cfg: &crate::DoubleConfig,
+    qname: &Name,
+    qtype: RecordType,
+    name: &str,
+    resp: &mut Message,
+) -> Outcome {
+    let Some(q) = store.query_resolve(name) else {
+        return Outcome::NameError;
+    };
+    let mut entries = store.query_execute(&q);
+    if entries.is_empty() {
+        return Outcome::NameError;
+    }
+    fastrand::shuffle(&mut entries);
+    let ttl = crate::duration::parse_go(&q.dns_ttl)
+        .ok()
+        .map(|ns| (ns.max(0) / 1_000_000_000) as u32)
+        .unwrap_or(0);
+    let out = entry_records(&entries, cfg, qname, qtype, resp);
+    for r in resp.answers.iter_mut().chain(resp.additionals.iter_mut()) {
+        r.ttl = ttl;
+    }
+    out
+}
+
+/// The A/AAAA/CNAME or SRV answers for instances (Consul: agent/dns.go serviceNodeRecords,
+/// serviceSRVRecords).
+fn entry_records(
+    entries: &[HealthEntry],
+    cfg: &crate::DoubleConfig,
+    qname: &Name,
+    qtype: RecordType,
+    resp: &mut Message,
+) -> Outcome {
     let dc = cfg.datacenter.as_str();
     if qtype == RecordType::SRV {
         let mut handled = HashSet::new();
-        for e in &entries {
+        for e in entries {
             let tuple = (
                 e.node.name.clone(),
                 e.service.address.clone(),
@@ -516,7 +567,7 @@ fn service_lookup(
     } else {
         let mut handled = HashSet::new();
         let mut cname: Option<Record> = None;
-        for e in &entries {
+        for e in entries {
             let addr = if e.service.address.is_empty() {
                 &e.node.address
             } else {

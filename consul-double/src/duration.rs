@@ -1,50 +1,163 @@
-//! Go `time.Duration` text: parsing (`10s`, `1m30s`, `1.5h`, `100ms`, `0`) as Consul's
-//! `time.ParseDuration` accepts it, and formatting the way Go's `Duration.String` prints it
-//! (`10s`, `1m0s`, `500ms`), which is what Consul echoes back in `Interval`/`Timeout`/`TTL`.
+//! Go `time.Duration` text: parsing exactly as Go's `time.ParseDuration` (Go standard
+//! library `time/format.go`), which Consul calls for `?wait` (Consul: agent/http.go
+//! parseWait), `?max_stale`, check `Interval`/`Timeout`/`TTL` and session TTLs; and formatting
+//! the way Go's `Duration.String` prints it (`10s`, `1m0s`, `500ms`), which is what Consul
+//! echoes back in `Interval`/`Timeout`/`TTL`.
+//!
+//! Grammar (`[-+]?([0-9]*(\.[0-9]*)?[a-z]+)+`): an optional sign, then one or more
+//! `<number><unit>` groups with units `ns`, `us`, `µs` (U+00B5), `μs` (U+03BC), `ms`, `s`,
+//! `m`, `h`; a number may have a fraction (`1.5s`, `.5s`, `1.s`); the lone string `0` (after
+//! the sign) is zero. Everything else is an error, with Go's own message: `90` →
+//! `time: missing unit in duration "90"`, `1m 30s` → `time: unknown unit "m " in duration
+//! "1m 30s"`, `` → `time: invalid duration ""`. The value must fit in an `int64` of
+//! nanoseconds.
 
 use std::time::Duration;
 
-/// Parses a Go duration string. Negative durations are rejected (Consul never accepts them
-/// where the double parses durations).
-pub fn parse(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    if s.is_empty() {
-        return None;
+/// Parses a Go duration into signed nanoseconds, or Go's error text.
+// Go: time/format.go ParseDuration, leadingInt, leadingFraction, unitMap, quote.
+pub fn parse_go(s: &str) -> Result<i64, String> {
+    let orig = s;
+    let invalid = || format!("time: invalid duration {}", go_quote(orig));
+    let mut b = s.as_bytes();
+    let mut neg = false;
+    if let Some(&c) = b.first()
+        && (c == b'-' || c == b'+')
+    {
+        neg = c == b'-';
+        b = &b[1..];
     }
-    let s = s.strip_prefix('+').unwrap_or(s);
-    if s == "0" {
-        return Some(Duration::ZERO);
+    if b == b"0" {
+        return Ok(0);
     }
-    let mut rest = s;
-    let mut total_ns: f64 = 0.0;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if num_len == 0 {
-            return None;
+    if b.is_empty() {
+        return Err(invalid());
+    }
+    const LIMIT: u64 = 1 << 63;
+    let mut d: u64 = 0;
+    while !b.is_empty() {
+        if !(b[0] == b'.' || b[0].is_ascii_digit()) {
+            return Err(invalid());
         }
-        let value: f64 = rest[..num_len].parse().ok()?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit_ns = match &rest[..unit_len] {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
+        // leadingInt
+        let mut v: u64 = 0;
+        let mut i = 0;
+        while i < b.len() && b[i].is_ascii_digit() {
+            if v > LIMIT / 10 {
+                return Err(invalid());
+            }
+            v = v * 10 + u64::from(b[i] - b'0');
+            if v > LIMIT {
+                return Err(invalid());
+            }
+            i += 1;
+        }
+        let pre = i > 0;
+        b = &b[i..];
+        // leadingFraction
+        let (mut f, mut scale, mut post) = (0u64, 1f64, false);
+        if b.first() == Some(&b'.') {
+            b = &b[1..];
+            let mut i = 0;
+            let mut overflow = false;
+            while i < b.len() && b[i].is_ascii_digit() {
+                if !overflow {
+                    if f > (LIMIT - 1) / 10 {
+                        overflow = true;
+                    } else {
+                        let y = f * 10 + u64::from(b[i] - b'0');
+                        if y > LIMIT {
+                            overflow = true;
+                        } else {
+                            f = y;
+                            scale *= 10.0;
+                        }
+                    }
+                }
+                i += 1;
+            }
+            post = i > 0;
+            b = &b[i..];
+        }
+        if !pre && !post {
+            return Err(invalid());
+        }
+        let mut i = 0;
+        while i < b.len() && !(b[i] == b'.' || b[i].is_ascii_digit()) {
+            i += 1;
+        }
+        if i == 0 {
+            return Err(format!("time: missing unit in duration {}", go_quote(orig)));
+        }
+        let unit_bytes = &b[..i];
+        b = &b[i..];
+        let unit: u64 = match unit_bytes {
+            b"ns" => 1,
+            // "µs" is U+00B5 (micro sign), "μs" U+03BC (Greek mu), both UTF-8 encoded.
+            b"us" | [0xc2, 0xb5, b's'] | [0xce, 0xbc, b's'] => 1_000,
+            b"ms" => 1_000_000,
+            b"s" => 1_000_000_000,
+            b"m" => 60 * 1_000_000_000,
+            b"h" => 3600 * 1_000_000_000,
+            _ => {
+                return Err(format!(
+                    "time: unknown unit {} in duration {}",
+                    go_quote(&String::from_utf8_lossy(unit_bytes)),
+                    go_quote(orig)
+                ));
+            }
         };
-        rest = &rest[unit_len..];
-        total_ns += value * unit_ns;
+        if v > LIMIT / unit {
+            return Err(invalid());
+        }
+        v *= unit;
+        if f > 0 {
+            v += (f as f64 * (unit as f64 / scale)) as u64;
+            if v > LIMIT {
+                return Err(invalid());
+            }
+        }
+        d += v;
+        if d > LIMIT {
+            return Err(invalid());
+        }
     }
-    if !total_ns.is_finite() || total_ns > u64::MAX as f64 {
-        return None;
+    if neg {
+        return Ok((d as i128).wrapping_neg() as i64);
     }
-    Some(Duration::from_nanos(total_ns.round() as u64))
+    if d > LIMIT - 1 {
+        return Err(invalid());
+    }
+    Ok(d as i64)
+}
+
+/// Go's `time.quote`: `"` + s + `"`, with `"` and `\` escaped and bytes outside printable
+/// ASCII written as `\xNN`.
+fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        if (c as u32) >= 0x80 || c < ' ' {
+            let mut buf = [0u8; 4];
+            for byte in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("\\x{byte:02x}"));
+            }
+        } else {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Parses a Go duration that must not be negative (check intervals, TTLs, the CLI). Same
+/// grammar as [`parse_go`].
+pub fn parse(s: &str) -> Option<Duration> {
+    let ns = parse_go(s).ok()?;
+    u64::try_from(ns).ok().map(Duration::from_nanos)
 }
 
 /// Formats like Go's `Duration.String()`.
@@ -91,20 +204,6 @@ fn trim_frac(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_go_forms() {
-        assert_eq!(parse("10s"), Some(Duration::from_secs(10)));
-        assert_eq!(parse("5m"), Some(Duration::from_secs(300)));
-        assert_eq!(parse("100ms"), Some(Duration::from_millis(100)));
-        assert_eq!(parse("1m30s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse("1.5h"), Some(Duration::from_secs(5400)));
-        assert_eq!(parse("0"), Some(Duration::ZERO));
-        assert_eq!(parse("10"), None);
-        assert_eq!(parse("abc"), None);
-        assert_eq!(parse(""), None);
-        assert_eq!(parse("-1s"), None);
-    }
 
     #[test]
     fn formats_like_go() {

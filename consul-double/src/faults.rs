@@ -7,6 +7,15 @@
 //! (and DNS with SERVFAIL), `garbage` answers HTTP 200 with a body that is not JSON or is JSON
 //! of the wrong shape, `dns_servfail` answers DNS with SERVFAIL.
 //! `reset_index` simulates a snapshot restore and `set_node_health` flips a node's serfHealth.
+//!
+//! Server-side: [`ServerState`] says whether the server the agent reaches is the leader, a
+//! follower that still knows one, or a follower that lost it, which decides
+//! `X-Consul-KnownLeader` / `X-Consul-LastContact` of `?stale` reads and the 500
+//! `No cluster leader` of the others (see [`Faults::set_server_state`]).
+//!
+//! Node-side: [`Faults::agent_leave`], [`Faults::agent_restart`], [`Faults::agent_crash`],
+//! [`Faults::agent_partition`], [`Faults::agent_heal`], [`Faults::force_check`],
+//! [`Faults::service_maintenance`], [`Faults::node_maintenance`] (see [`crate::agents`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,8 +26,43 @@ use tokio::sync::watch;
 
 use crate::Shared;
 
+/// The server the agent's RPCs reach.
+///
+/// Consul: agent/consul/rpc.go. A read is forwarded to the leader unless it allows stale
+/// results (`forward`); with no known leader that fails with `No cluster leader`
+/// (structs.ErrNoLeader, HTTP 500). A stale read is answered by the server itself, and
+/// `setQueryMeta` reports `LastContact = 0, KnownLeader = true` on the leader and
+/// `LastContact = time since the leader was last heard from, KnownLeader = (a leader is
+/// known)` on a follower. With `?max_stale=<d>`, a stale answer older than `d` is retried
+/// as a default read (agent/rpcclient/health/health.go, agent/catalog_endpoint.go,
+/// agent/kvs_endpoint.go … `MaxStaleDuration < LastContact`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ServerState {
+    /// The agent reaches the leader (the double's default).
+    #[default]
+    Leader,
+    /// The agent reaches a follower.
+    Follower {
+        /// Whether that follower still knows a leader.
+        known_leader: bool,
+        /// Since when it last heard from the leader.
+        last_contact: Duration,
+    },
+}
+
+impl ServerState {
+    /// A follower that lost its leader `last_contact` ago.
+    pub fn leader_lost(last_contact: Duration) -> Self {
+        ServerState::Follower {
+            known_leader: false,
+            last_contact,
+        }
+    }
+}
+
 /// The switches themselves, inside [`Shared`].
 pub(crate) struct FaultState {
+    server: Mutex<ServerState>,
     paused: watch::Sender<bool>,
     fail_with: Mutex<Option<(u16, String)>>,
     garbage: AtomicBool,
@@ -32,6 +76,7 @@ pub(crate) struct FaultState {
 impl Default for FaultState {
     fn default() -> Self {
         FaultState {
+            server: Mutex::new(ServerState::Leader),
             paused: watch::channel(false).0,
             fail_with: Mutex::new(None),
             garbage: AtomicBool::new(false),
@@ -77,6 +122,10 @@ impl FaultState {
 
     pub(crate) fn latency(&self) -> Duration {
         *self.latency.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn server_state(&self) -> ServerState {
+        *self.server.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn dns_servfail(&self) -> bool {
@@ -162,8 +211,124 @@ impl Faults {
             .write(|s| s.set_node_health(node, status, Instant::now()))
     }
 
-    /// Clears pause, failures, garbage, latency and SERVFAIL.
+    /// Which server the agent reaches (see [`ServerState`]); `Leader` restores normal reads.
+    pub fn set_server_state(&self, state: ServerState) {
+        *self
+            .state()
+            .server
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = state;
+        // Blocked queries re-evaluate under the new state when they next wake; nothing in
+        // the store changed.
+    }
+
+    pub fn server_state(&self) -> ServerState {
+        self.state().server_state()
+    }
+
+    /// Node `node`'s agent leaves gracefully: the node, its services, checks and sessions
+    /// leave the catalog (the agent keeps its definitions). False for an unknown node.
+    pub fn agent_leave(&self, node: &str) -> bool {
+        self.shared.write(|s| s.agent_leave(node, Instant::now()))
+    }
+
+    /// Node `node`'s agent (re)starts: node registered with serfHealth passing, services
+    /// registered again with their checks at their initial status (critical unless the
+    /// definition gave `Status`) until the first run. False for a node never seen.
+    pub fn agent_restart(&self, node: &str) -> bool {
+        let runners = self.shared.write(|s| s.agent_restart(node, Instant::now()));
+        match runners {
+            Some(rs) => {
+                for r in rs {
+                    crate::checks::spawn_runner(&self.shared, r);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Node `node`'s agent process dies: serfHealth critical (`Agent not live or
+    /// unreachable`), services and their last check results stay; nothing syncs any more.
+    pub fn agent_crash(&self, node: &str) -> bool {
+        self.shared
+            .write(|s| s.agent_fail(node, false, Instant::now()))
+    }
+
+    /// Node `node`'s agent is cut off from the servers: serfHealth critical, services and
+    /// last synced results stay; the agent's new check results are held until
+    /// [`Faults::agent_heal`].
+    pub fn agent_partition(&self, node: &str) -> bool {
+        self.shared
+            .write(|s| s.agent_fail(node, true, Instant::now()))
+    }
+
+    /// The partition of `node` heals: serfHealth passing, held results synced.
+    pub fn agent_heal(&self, node: &str) -> bool {
+        self.shared.write(|s| s.agent_heal(node, Instant::now()))
+    }
+
+    /// Forces check `check_id` (on `node`, default: the agent's node or the only node with
+    /// that check) to `status` with `output`, whatever its TCP/script/TTL runs say — e.g. a
+    /// check that cannot reach the database while the proxy can. Held until
+    /// [`Faults::release_check`]. False for an unknown check.
+    pub fn force_check(
+        &self,
+        node: Option<&str>,
+        check_id: &str,
+        status: &str,
+        output: &str,
+    ) -> bool {
+        self.shared.write(|s| match s.locate_check(node, check_id) {
+            Some(k) => s.force_check(&k, status, output, Instant::now()),
+            None => false,
+        })
+    }
+
+    /// Lets the check's own runs decide again.
+    pub fn release_check(&self, node: Option<&str>, check_id: &str) -> bool {
+        self.shared.write(|s| match s.locate_check(node, check_id) {
+            Some(k) => s.release_check(&k),
+            None => false,
+        })
+    }
+
+    /// `PUT /v1/agent/service/maintenance/<id>?enable=&reason=` on `node`'s agent. False for
+    /// an unknown service.
+    pub fn service_maintenance(
+        &self,
+        node: Option<&str>,
+        service_id: &str,
+        enable: bool,
+        reason: &str,
+    ) -> bool {
+        self.shared
+            .write(|s| match s.locate_service(node, service_id) {
+                Some(n) => {
+                    s.set_maintenance(&n, service_id, enable, reason, Instant::now());
+                    true
+                }
+                None => false,
+            })
+    }
+
+    /// `PUT /v1/agent/maintenance?enable=&reason=` on `node`'s agent. False for an unknown
+    /// node.
+    pub fn node_maintenance(&self, node: &str, enable: bool, reason: &str) -> bool {
+        let key = node.to_ascii_lowercase();
+        self.shared.write(|s| {
+            if !s.nodes.contains_key(&key) {
+                return false;
+            }
+            s.set_node_maintenance(&key, enable, reason, Instant::now());
+            true
+        })
+    }
+
+    /// Clears pause, failures, garbage, latency and SERVFAIL, and makes the agent's server
+    /// the leader again.
     pub fn clear(&self) {
+        self.set_server_state(ServerState::Leader);
         self.resume();
         self.fail_with(None);
         self.garbage(false);

@@ -1,5 +1,7 @@
 //! The KV half of the state store: entries, tombstones, sessions, locks and lock-delay,
-//! following `agent/consul/state/kvs.go` and `session.go`.
+//! following Consul's agent/consul/state/kvs.go and agent/consul/state/session.go (session
+//! invalidation), agent/consul/session_ttl.go (TTL × 2 before invalidation) and
+//! agent/consul/kvs_endpoint.go (lock-delay on acquire).
 //!
 //! - `GET` of one key reports the entry's ModifyIndex; a missing key reports
 //!   max(kvs table, tombstones table) so a client can block until it appears.

@@ -40,6 +40,67 @@ struct Args {
     /// Consul's `check_update_interval` (Go duration), e.g. `0s` to sync output at once.
     #[arg(long, default_value = "5m")]
     check_update_interval: String,
+    /// Also serve HTTP on this unix socket (`unix:///path/consul.sock` or a plain path), as
+    /// Consul's `addresses.http = "unix://..."`.
+    #[arg(long)]
+    http_unix: Option<String>,
+    /// Serve HTTPS on this address (Consul `ports.https`); needs --tls-cert-file and
+    /// --tls-key-file.
+    #[arg(long)]
+    https: Option<SocketAddr>,
+    /// PEM certificate (chain) of the HTTPS listener (Consul `tls.https.cert_file`).
+    #[arg(long)]
+    tls_cert_file: Option<std::path::PathBuf>,
+    /// PEM private key of the HTTPS listener (Consul `tls.https.key_file`).
+    #[arg(long)]
+    tls_key_file: Option<std::path::PathBuf>,
+    /// PEM CA bundle client certificates must chain to (Consul `tls.https.ca_file`).
+    #[arg(long)]
+    tls_ca_file: Option<std::path::PathBuf>,
+    /// Require and verify client certificates (Consul `tls.https.verify_incoming`).
+    #[arg(long)]
+    tls_verify_incoming: bool,
+    /// Consul's `use_streaming_backend` (default true); `false` answers health blocking
+    /// queries the old RPC way.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    use_streaming_backend: bool,
+    /// An extra ACL token with prefix rules: `SECRET=resource:prefix:policy,...`, e.g.
+    /// `s3=service::read` (service read everywhere, no node read). Repeatable.
+    #[arg(long = "acl-rules-token")]
+    acl_rules_tokens: Vec<String>,
+}
+
+/// Parses `SECRET=resource:prefix:policy,...` for --acl-rules-token.
+fn parse_rules_token(spec: &str) -> Result<consul_double::AclToken, String> {
+    use consul_double::{Policy, Resource};
+    let (secret, rules) = spec
+        .split_once('=')
+        .ok_or_else(|| format!("{spec:?}: expected SECRET=resource:prefix:policy,..."))?;
+    let mut token = consul_double::AclToken::new(secret);
+    for rule in rules.split(',').filter(|r| !r.is_empty()) {
+        let mut parts = rule.splitn(3, ':');
+        let (Some(res), Some(prefix), Some(pol)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(format!("{rule:?}: expected resource:prefix:policy"));
+        };
+        let res = match res {
+            "node" => Resource::Node,
+            "service" => Resource::Service,
+            "key" => Resource::Key,
+            "session" => Resource::Session,
+            "agent" => Resource::Agent,
+            "query" => Resource::Query,
+            other => return Err(format!("unknown resource {other:?}")),
+        };
+        let pol = match pol {
+            "deny" => Policy::Deny,
+            "read" => Policy::Read,
+            "write" => Policy::Write,
+            other => return Err(format!("unknown policy {other:?}")),
+        };
+        token = token.rule(res, prefix, pol);
+    }
+    Ok(token)
 }
 
 #[tokio::main]
@@ -71,7 +132,51 @@ async fn main() -> std::process::ExitCode {
         );
         return std::process::ExitCode::from(64);
     };
+    let mut acl_tokens = Vec::new();
+    for spec in &args.acl_rules_tokens {
+        match parse_rules_token(spec) {
+            Ok(t) => acl_tokens.push(t),
+            Err(e) => {
+                eprintln!("invalid --acl-rules-token: {e}");
+                return std::process::ExitCode::from(64);
+            }
+        }
+    }
+    let read = |p: &std::path::Path| std::fs::read_to_string(p);
+    let tls = match (&args.tls_cert_file, &args.tls_key_file) {
+        (None, None) => None,
+        (Some(c), Some(k)) => {
+            let loaded = (|| -> std::io::Result<consul_double::TlsConfig> {
+                Ok(consul_double::TlsConfig {
+                    cert_pem: read(c)?,
+                    key_pem: read(k)?,
+                    ca_pem: args.tls_ca_file.as_deref().map(read).transpose()?,
+                    verify_incoming: args.tls_verify_incoming,
+                })
+            })();
+            match loaded {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    eprintln!("reading TLS files: {e}");
+                    return std::process::ExitCode::from(64);
+                }
+            }
+        }
+        _ => {
+            eprintln!("--tls-cert-file and --tls-key-file go together");
+            return std::process::ExitCode::from(64);
+        }
+    };
+    let http_unix = args
+        .http_unix
+        .as_deref()
+        .map(|u| std::path::PathBuf::from(u.strip_prefix("unix://").unwrap_or(u)));
     let cfg = consul_double::DoubleConfig {
+        acl_tokens,
+        use_streaming_backend: args.use_streaming_backend,
+        http_unix,
+        https: args.https,
+        tls,
         http: args.http,
         dns: args.dns,
         acl_token: args.acl_token,
@@ -90,11 +195,18 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
-    println!(
+    let mut line = format!(
         "consul-double http={} dns={}",
         double.http_addr(),
         double.dns_addr()
     );
+    if let Some(a) = double.https_addr() {
+        line.push_str(&format!(" https={a}"));
+    }
+    if let Some(u) = double.unix_url() {
+        line.push_str(&format!(" unix={u}"));
+    }
+    println!("{line}");
     let _ = std::io::stdout().flush();
     let _ = tokio::signal::ctrl_c().await;
     tokio::select! {
@@ -141,6 +253,8 @@ fn agent_compat(argv: &[String]) -> Result<Args, String> {
                 let compact: String = value.chars().filter(|c| !c.is_whitespace()).collect();
                 if compact == "enable_script_checks=true" {
                     args.enable_script_checks = true;
+                } else if let Some(v) = compact.strip_prefix("use_streaming_backend=") {
+                    args.use_streaming_backend = v != "false";
                 } else if let Some(v) = compact.strip_prefix("check_update_interval=") {
                     args.check_update_interval = v.trim_matches('"').to_string();
                 }

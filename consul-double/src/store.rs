@@ -57,6 +57,11 @@ pub(crate) struct Store {
     pub sessions: BTreeMap<String, Session>,
     /// Lock-delay expiry per key (set when a session holding the key is invalidated).
     pub lock_delays: HashMap<String, Instant>,
+    /// Each node agent's own state (its service definitions and maintenance switches), kept
+    /// across a leave so a restart can register them again. Keyed by lower-cased node.
+    pub agents: HashMap<String, crate::agents::AgentState>,
+    /// Prepared queries by ID.
+    pub queries: BTreeMap<String, crate::query::PreparedQuery>,
 }
 
 impl Store {
@@ -76,6 +81,8 @@ impl Store {
             tombstones: BTreeMap::new(),
             sessions: BTreeMap::new(),
             lock_delays: HashMap::new(),
+            agents: HashMap::new(),
+            queries: BTreeMap::new(),
         }
     }
 

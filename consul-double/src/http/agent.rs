@@ -1,6 +1,13 @@
 //! `/v1/agent/*` writes: service registration (body decoded the way Go decodes it:
 //! case-insensitive field names, snake_case accepted), deregistration, maintenance, TTL check
 //! updates; and `/v1/agent/self`.
+//!
+//! Consul: agent/agent_endpoint.go (AgentRegisterService, AgentDeregisterService,
+//! AgentServiceMaintenance, AgentNodeMaintenance, AgentCheckPass/Warn/Fail/Update),
+//! agent/structs/check_type.go Validate (the `Invalid check: …` texts), agent/agent.go
+//! addServiceInternal (default check IDs `service:<id>[:<n>]` and names
+//! `Service '<name>' check`) and addCheck (script checks refused unless
+//! `enable_script_checks`).
 
 use super::*;
 
@@ -110,12 +117,23 @@ pub(super) fn duration_field(obj: &Value, name: &str) -> Result<Option<Duration>
     match field(obj, name) {
         None => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) => duration::parse(s)
-            .map(Some)
-            .ok_or_else(|| decode_err(&format!("time: invalid duration \"{s}\""))),
+        // Consul decodes these with Go's time.ParseDuration (agent/structs/check_type.go
+        // UnmarshalJSON); a negative value fails the "must be > 0" validation later.
+        Some(Value::String(s)) => duration::parse_go(s)
+            .map(|ns| Some(Duration::from_nanos(u64::try_from(ns).unwrap_or(0))))
+            .map_err(|e| decode_err(&e)),
         Some(Value::Number(n)) => Ok(n.as_u64().map(Duration::from_nanos)),
         Some(_) => Err(decode_err(&format!("json: cannot unmarshal {name}"))),
     }
+}
+
+/// The name of service `id` (for ACL checks), or `id` when unknown.
+fn service_name(shared: &Shared, node: Option<&str>, id: &str) -> String {
+    shared.read(|s| {
+        s.locate_service(node, id)
+            .and_then(|n| s.services.get(&(n, id.to_string())).map(|x| x.name.clone()))
+            .unwrap_or_else(|| id.to_string())
+    })
 }
 
 pub(super) fn parse_check(shared: &Shared, v: &Value) -> Result<Option<CheckReg>, Bad> {
@@ -364,7 +382,7 @@ pub(super) fn agent_write(
     rest: &str,
     q: &Query,
     body: &[u8],
-    anonymous: bool,
+    who: &Caller,
 ) -> Response {
     let node = q.get("node").filter(|n| !n.is_empty());
     let now = Instant::now();
@@ -373,8 +391,8 @@ pub(super) fn agent_write(
             Ok(r) => r,
             Err((c, m)) => return text(c, m),
         };
-        if anonymous {
-            return permission_denied("service:write", &reg.service.name);
+        if !who.can(Resource::Service, &reg.service.name, Access::Write) {
+            return permission_denied(who, "service:write", &reg.service.name);
         }
         let runners = shared.write(|s| s.register_service(reg, now));
         for r in runners {
@@ -383,8 +401,12 @@ pub(super) fn agent_write(
         return (StatusCode::OK, "").into_response();
     }
     if let Some(id) = rest.strip_prefix("service/deregister/") {
-        if anonymous {
-            return permission_denied("service:write", id);
+        if !who.can(
+            Resource::Service,
+            &service_name(shared, node, id),
+            Access::Write,
+        ) {
+            return permission_denied(who, "service:write", id);
         }
         let done = shared.write(|s| match s.locate_service(node, id) {
             Some(n) => s.deregister_service(&n, id),
@@ -401,15 +423,21 @@ pub(super) fn agent_write(
         return (StatusCode::OK, "").into_response();
     }
     if let Some(id) = rest.strip_prefix("service/maintenance/") {
+        // Consul: agent/agent_endpoint.go AgentServiceMaintenance — `enable` must be present
+        // ("Missing value for enable") and a Go bool (`Invalid value for enable: "<v>"`).
         let enable = match q.get("enable") {
-            None | Some("") => return text(400, "Missing value for enable"),
+            None => return text(400, "Missing value for enable"),
             Some(v) => match parse_go_bool(v) {
                 Some(b) => b,
                 None => return text(400, format!("Invalid value for enable: \"{v}\"")),
             },
         };
-        if anonymous {
-            return permission_denied("service:write", id);
+        if !who.can(
+            Resource::Service,
+            &service_name(shared, node, id),
+            Access::Write,
+        ) {
+            return permission_denied(who, "service:write", id);
         }
         let reason = q.get("reason").unwrap_or("").to_string();
         let found = shared.write(|s| match s.locate_service(node, id) {
@@ -420,14 +448,42 @@ pub(super) fn agent_write(
             None => false,
         });
         if !found {
-            return text(404, format!("Unknown service ID \"{id}\""));
+            // Consul: agent/agent.go EnableServiceMaintenance → 404 with its error text.
+            return text(404, format!("No service registered with ID \"{id}\""));
+        }
+        return (StatusCode::OK, "").into_response();
+    }
+    if rest == "maintenance" {
+        // Consul: agent/agent_endpoint.go AgentNodeMaintenance (node:write on the node).
+        let enable = match q.get("enable") {
+            None => return text(400, "Missing value for enable"),
+            Some(v) => match parse_go_bool(v) {
+                Some(b) => b,
+                None => return text(400, format!("Invalid value for enable: \"{v}\"")),
+            },
+        };
+        let node_name = node.unwrap_or(&shared.cfg.node_name).to_string();
+        if !who.can(Resource::Node, &node_name, Access::Write) {
+            return permission_denied(who, "node:write", &node_name);
+        }
+        let reason = q.get("reason").unwrap_or("").to_string();
+        let key = node_name.to_ascii_lowercase();
+        let known = shared.write(|s| {
+            if !s.nodes.contains_key(&key) {
+                return false;
+            }
+            s.set_node_maintenance(&key, enable, &reason, now);
+            true
+        });
+        if !known {
+            return text(404, format!("Unknown node {node_name:?}"));
         }
         return (StatusCode::OK, "").into_response();
     }
     for (verb, status) in [("pass", PASSING), ("warn", WARNING), ("fail", CRITICAL)] {
         if let Some(id) = rest.strip_prefix(&format!("check/{verb}/")) {
             let note = q.get("note").unwrap_or("").to_string();
-            return ttl_update(shared, node, id, status, note, anonymous);
+            return ttl_update(shared, node, id, status, note, who);
         }
     }
     if let Some(id) = rest.strip_prefix("check/update/") {
@@ -448,7 +504,7 @@ pub(super) fn agent_write(
             WARNING => WARNING,
             _ => CRITICAL,
         };
-        return ttl_update(shared, node, id, status, output, anonymous);
+        return ttl_update(shared, node, id, status, output, who);
     }
     text(404, "404 page not found\n")
 }
@@ -459,10 +515,24 @@ pub(super) fn ttl_update(
     id: &str,
     status: &'static str,
     output: String,
-    anonymous: bool,
+    who: &Caller,
 ) -> Response {
-    if anonymous {
-        return permission_denied("node:write", &shared.cfg.node_name);
+    // Consul: agent/agent.go vetCheckUpdateWithAuthorizer — a service check needs
+    // service:write on its service, a node check node:write on the node.
+    let target = shared.read(|s| {
+        s.locate_check(node, id).and_then(|k| {
+            s.checks
+                .get(&k)
+                .map(|c| (c.service_name.clone(), c.node.clone()))
+        })
+    });
+    let (res, name, perm) = match &target {
+        Some((svc, _)) if !svc.is_empty() => (Resource::Service, svc.clone(), "service:write"),
+        Some((_, n)) => (Resource::Node, n.clone(), "node:write"),
+        None => (Resource::Node, shared.cfg.node_name.clone(), "node:write"),
+    };
+    if !who.can(res, &name, Access::Write) {
+        return permission_denied(who, perm, &name);
     }
     let interval = shared.cfg.check_update_interval;
     let result = shared.write(|s| match s.locate_check(node, id) {

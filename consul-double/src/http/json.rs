@@ -1,5 +1,10 @@
 //! The JSON shapes Consul answers with: field names and casing as in Consul, `Tags` and
 //! `Checks` as `[]` (never `null`), `Session` omitted when a key is unlocked.
+//!
+//! Consul: agent/structs/structs.go (Node, NodeService, ServiceNode, HealthCheck,
+//! CheckServiceNode, DirEntry via agent/structs/structs.go, Session), api/health.go and
+//! api/catalog.go (client view); agent/health_endpoint.go healthServiceNodes (`[]` instead
+//! of null for Nodes, Checks, ServiceTags, Tags).
 
 use super::*;
 

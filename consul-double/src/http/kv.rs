@@ -1,5 +1,10 @@
 //! `/v1/kv/<key>` (GET with `raw`/`recurse`/`keys`, PUT with `flags`/`cas`/`acquire`/
 //! `release`, DELETE with `recurse`/`cas`) and `/v1/session/*`.
+//!
+//! Consul: agent/kvs_endpoint.go (KVSGet: 404 with X-Consul-Index for a missing key, `raw`,
+//! `keys`/`separator`; KVSPut: `kv_max_value_size`, `flags`, `cas`, `acquire`, `release`),
+//! agent/session_endpoint.go (SessionCreate defaults: LockDelay 15s, Behavior release,
+//! checks serfHealth).
 
 use super::agent::*;
 use super::json::*;
@@ -12,22 +17,20 @@ pub(super) async fn kv_endpoint(
     key: &str,
     q: &Query,
     body: &[u8],
-    anonymous: bool,
+    who: &Caller,
 ) -> Response {
+    // Consul: agent/consul/kvs_endpoint.go — writes need key:write on the key (or prefix).
+    let no_write = !who.can(Resource::Key, key, Access::Write);
     match *method {
-        Method::GET => kv_get(shared, key, q, anonymous).await,
-        Method::PUT => kv_put(shared, key, q, body, anonymous),
-        Method::DELETE => kv_delete(shared, key, q, anonymous),
+        Method::GET => kv_get(shared, key, q, who).await,
+        Method::PUT => kv_put(shared, key, q, body, no_write, who),
+        Method::DELETE => kv_delete(shared, key, q, no_write, who),
         _ => not_allowed(method),
     }
 }
 
-pub(super) async fn kv_get(
-    shared: &Arc<Shared>,
-    key: &str,
-    q: &Query,
-    anonymous: bool,
-) -> Response {
+pub(super) async fn kv_get(shared: &Arc<Shared>, key: &str, q: &Query, who: &Caller) -> Response {
+    let can_read = |k: &str| who.can(Resource::Key, k, Access::Read);
     let opts = match parse_read(shared, q) {
         Ok(o) => o,
         Err(r) => return r,
@@ -40,8 +43,9 @@ pub(super) async fn kv_get(
             .to_string();
         let (index, entries) = blocking::run(shared, &opts, |s: &Store| s.kv_list(key)).await;
         let mut keys: Vec<String> = Vec::new();
-        if !anonymous {
-            for e in &entries {
+        {
+            // Consul: aclfilter filterKeys — keys the token cannot read are dropped.
+            for e in entries.iter().filter(|e| can_read(&e.key)) {
                 let after = &e.key[key.len()..];
                 match (sep.is_empty(), after.find(sep.as_str())) {
                     (false, Some(i)) => {
@@ -61,9 +65,8 @@ pub(super) async fn kv_get(
     }
     if q.has("recurse") {
         let (index, mut entries) = blocking::run(shared, &opts, |s: &Store| s.kv_list(key)).await;
-        if anonymous {
-            entries.clear();
-        }
+        // Consul: aclfilter filterDirEnt.
+        entries.retain(|e| can_read(&e.key));
         if entries.is_empty() {
             return not_found_with_meta(shared, index, &opts);
         }
@@ -73,8 +76,8 @@ pub(super) async fn kv_get(
     if key.is_empty() {
         return text(400, "Missing key name");
     }
-    if anonymous {
-        return permission_denied("key:read", key);
+    if !can_read(key) {
+        return permission_denied(who, "key:read", key);
     }
     let (index, entry) = blocking::run(shared, &opts, |s: &Store| s.kv_get(key)).await;
     let Some(entry) = entry else {
@@ -122,6 +125,7 @@ pub(super) fn kv_put(
     q: &Query,
     body: &[u8],
     anonymous: bool,
+    who: &Caller,
 ) -> Response {
     if let Some(r) = q
         .get("dc")
@@ -137,7 +141,7 @@ pub(super) fn kv_put(
         return r;
     }
     if anonymous {
-        return permission_denied("key:write", key);
+        return permission_denied(who, "key:write", key);
     }
     let flags = match parse_u64_param(q, "flags") {
         Ok(f) => f.unwrap_or(0),
@@ -175,7 +179,13 @@ pub(super) fn kv_put(
     }
 }
 
-pub(super) fn kv_delete(shared: &Arc<Shared>, key: &str, q: &Query, anonymous: bool) -> Response {
+pub(super) fn kv_delete(
+    shared: &Arc<Shared>,
+    key: &str,
+    q: &Query,
+    anonymous: bool,
+    who: &Caller,
+) -> Response {
     if let Some(r) = conflicting(q, &["recurse", "cas"]) {
         return r;
     }
@@ -184,7 +194,7 @@ pub(super) fn kv_delete(shared: &Arc<Shared>, key: &str, q: &Query, anonymous: b
         return text(400, "Missing key name");
     }
     if anonymous {
-        return permission_denied("key:write", key);
+        return permission_denied(who, "key:write", key);
     }
     let cas = match parse_u64_param(q, "cas") {
         Ok(c) => c,
@@ -265,7 +275,7 @@ pub(super) async fn session_endpoint(
     rest: &str,
     q: &Query,
     body: &[u8],
-    anonymous: bool,
+    who: &Caller,
 ) -> Response {
     let mult = shared.cfg.session_ttl_multiplier;
     let now = Instant::now();
@@ -277,8 +287,8 @@ pub(super) async fn session_endpoint(
             Ok(s) => s,
             Err((c, m)) => return text(c, m),
         };
-        if anonymous {
-            return permission_denied("session:write", &spec.node);
+        if !who.can(Resource::Session, &spec.node, Access::Write) {
+            return permission_denied(who, "session:write", &spec.node);
         }
         if let Some(r) = q
             .get("dc")
@@ -296,8 +306,8 @@ pub(super) async fn session_endpoint(
         if method != Method::PUT {
             return not_allowed(method);
         }
-        if anonymous {
-            return permission_denied("session:write", &shared.cfg.node_name);
+        if !who.can(Resource::Session, &shared.cfg.node_name, Access::Write) {
+            return permission_denied(who, "session:write", &shared.cfg.node_name);
         }
         shared.write(|s| s.session_destroy(id, now));
         return json_resp(&json!(true));
@@ -306,8 +316,8 @@ pub(super) async fn session_endpoint(
         if method != Method::PUT {
             return not_allowed(method);
         }
-        if anonymous {
-            return permission_denied("session:write", &shared.cfg.node_name);
+        if !who.can(Resource::Session, &shared.cfg.node_name, Access::Write) {
+            return permission_denied(who, "session:write", &shared.cfg.node_name);
         }
         return match shared.write(|s| s.session_renew(id, mult, now)) {
             Some(sess) => json_resp(&json!([session_json(&sess)])),
@@ -341,9 +351,8 @@ pub(super) async fn session_endpoint(
         (s.tables.sessions.max(1), list)
     })
     .await;
-    if anonymous {
-        list.clear();
-    }
+    // Consul: aclfilter filterSessions — session:read on the session's node.
+    list.retain(|sess| who.can(Resource::Session, &sess.node_display, Access::Read));
     with_meta(
         json_resp(&Value::Array(list.iter().map(session_json).collect())),
         shared,

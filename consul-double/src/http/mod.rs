@@ -26,13 +26,16 @@ use tracing::Instrument;
 mod agent;
 mod json;
 mod kv;
+mod query;
 mod reads;
 
 use agent::*;
 use kv::*;
+use query::*;
 use reads::*;
 
 use crate::Shared;
+use crate::acl::{Access, Resource};
 use crate::blocking::{self, BadRequest, QueryOptions};
 use crate::catalog::{
     CRITICAL, Check, CheckDef, CheckReg, HealthEntry, Node, PASSING, Service, ServiceReg, WARNING,
@@ -47,8 +50,28 @@ use crate::store::Store;
 const KV_MAX_VALUE_SIZE: usize = 512 * 1024;
 const ANONYMOUS_ACCESSOR: &str = "00000000-0000-0000-0000-000000000002";
 
-/// Serves until shutdown.
-pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+/// Binds the unix socket of `addresses.http = "unix://<path>"`, replacing a file already
+/// there (Consul: agent/agent.go listenSocket).
+pub(crate) fn bind_unix(path: &std::path::Path) -> anyhow::Result<tokio::net::UnixListener> {
+    use anyhow::Context;
+    match std::fs::remove_file(path) {
+        Ok(()) => tracing::warn!(path = %path.display(), "Replacing socket"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("error removing socket file {}", path.display()));
+        }
+    }
+    tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("binding HTTP on unix socket {}", path.display()))
+}
+
+/// Serves until shutdown (TCP, unix socket or TLS listener).
+pub(crate) async fn serve<L>(listener: L, shared: Arc<Shared>)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let shutdown = shared.shutdown.clone();
     let app = axum::Router::new().fallback(handle).with_state(shared);
     let result = axum::serve(listener, app)
@@ -106,7 +129,7 @@ impl Query {
     }
 }
 
-/// Go's `strconv.ParseBool`.
+/// Go's `strconv.ParseBool` (Go standard library strconv/atob.go).
 fn parse_go_bool(v: &str) -> Option<bool> {
     match v {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
@@ -115,7 +138,8 @@ fn parse_go_bool(v: &str) -> Option<bool> {
     }
 }
 
-/// Consul's `getBoolQueryParam`: absent → false, bare → true, else ParseBool.
+/// Consul's `getBoolQueryParam` (agent/health_endpoint.go): absent → false, bare → true,
+/// else ParseBool.
 fn bool_param(q: &Query, key: &str) -> Result<bool, ()> {
     match q.get(key) {
         None => Ok(false),
@@ -154,75 +178,174 @@ fn set_header(r: &mut Response, name: &'static str, value: String) {
     }
 }
 
-/// The `X-Consul-*` headers of a read (Consul's `setMeta`).
-fn with_meta(mut r: Response, shared: &Shared, index: u64, opts: &QueryOptions) -> Response {
-    set_header(&mut r, "x-consul-index", index.to_string());
-    set_header(&mut r, "x-consul-knownleader", "true".to_string());
-    set_header(&mut r, "x-consul-lastcontact", "0".to_string());
+/// Whether the read can be answered, and the (KnownLeader, LastContact) it carries.
+///
+/// Consul: agent/consul/rpc.go — `forward` sends a non-stale read to the leader (500
+/// `No cluster leader` when none is known); `setQueryMeta` reports the answering server's
+/// view. `max_stale`: a stale answer older than it is retried as a default read
+/// (agent/rpcclient/health/health.go ServiceNodes and the catalog/KV handlers).
+pub(crate) fn server_meta(
+    shared: &Shared,
+    opts: &QueryOptions,
+) -> Result<(bool, Duration), Response> {
+    match shared.faults.server_state() {
+        crate::ServerState::Leader => Ok((true, Duration::ZERO)),
+        crate::ServerState::Follower {
+            known_leader,
+            last_contact,
+        } => {
+            let stale = opts.consistency == "stale";
+            let too_old = !opts.max_stale.is_zero() && last_contact > opts.max_stale;
+            if stale && !too_old {
+                Ok((known_leader, last_contact))
+            } else if known_leader {
+                Ok((true, Duration::ZERO))
+            } else {
+                Err(text(500, "No cluster leader"))
+            }
+        }
+    }
+}
+
+/// The `X-Consul-*` headers of a read answered by the RPC (blocking-query) backend
+/// (Consul: agent/http.go setMeta: X-Consul-Index (0 becomes 1), X-Consul-LastContact in
+/// ms, X-Consul-KnownLeader, X-Consul-Effective-Consistency, X-Consul-Query-Backend).
+fn with_meta(r: Response, shared: &Shared, index: u64, opts: &QueryOptions) -> Response {
+    let (known, last) = server_meta(shared, opts).unwrap_or((false, Duration::ZERO));
+    set_meta(r, index, known, last, opts, "blocking-query")
+}
+
+fn set_meta(
+    mut r: Response,
+    index: u64,
+    known_leader: bool,
+    last_contact: Duration,
+    opts: &QueryOptions,
+    backend: &'static str,
+) -> Response {
+    set_header(&mut r, "x-consul-index", index.max(1).to_string());
+    set_header(&mut r, "x-consul-knownleader", known_leader.to_string());
+    set_header(
+        &mut r,
+        "x-consul-lastcontact",
+        last_contact.as_millis().to_string(),
+    );
     set_header(
         &mut r,
         "x-consul-effective-consistency",
         opts.consistency.to_string(),
     );
-    set_header(
-        &mut r,
-        "x-consul-query-backend",
-        "blocking-query".to_string(),
-    );
-    let policy = if shared.cfg.acl_token.is_some() {
-        "deny"
-    } else {
-        "allow"
-    };
-    set_header(&mut r, "x-consul-default-acl-policy", policy.to_string());
+    set_header(&mut r, "x-consul-query-backend", backend.to_string());
     r
 }
 
-fn filtered_by_acl(mut r: Response) -> Response {
-    set_header(
-        &mut r,
-        "x-consul-results-filtered-by-acls",
-        "true".to_string(),
-    );
+/// Consul: agent/http.go setResultsFilteredByACLs — only when something was filtered.
+fn filtered_by_acl(mut r: Response, filtered: bool) -> Response {
+    if filtered {
+        set_header(
+            &mut r,
+            "x-consul-results-filtered-by-acls",
+            "true".to_string(),
+        );
+    }
     r
 }
 
-#[derive(Clone, Copy, PartialEq, Debug)]
-enum Caller {
-    Allowed,
+fn acl_enabled(shared: &Shared) -> bool {
+    shared.cfg.acl_token.is_some() || !shared.cfg.acl_tokens.is_empty()
+}
+
+/// Who is calling, after token resolution.
+#[derive(Clone, Debug)]
+pub(crate) enum Caller {
+    /// ACLs off, or the management token (`DoubleConfig::acl_token`).
+    Management,
+    /// One of `DoubleConfig::acl_tokens`.
+    Limited(crate::AclToken),
+    /// No token: the anonymous token of a default-deny cluster (no rights).
     Anonymous,
+    /// A token the cluster does not know.
     UnknownToken,
 }
 
+impl Caller {
+    pub(crate) fn can(&self, resource: Resource, name: &str, access: Access) -> bool {
+        match self {
+            Caller::Management => true,
+            Caller::Limited(t) => t.allows(resource, name, access),
+            Caller::Anonymous | Caller::UnknownToken => false,
+        }
+    }
+
+    fn accessor(&self) -> &str {
+        match self {
+            Caller::Limited(t) => &t.accessor_id,
+            _ => ANONYMOUS_ACCESSOR,
+        }
+    }
+
+    /// Consul: agent/consul/rpc.go maskResultsFilteredByACLs — the filtered flag is only
+    /// reported to a request that carried a token.
+    fn sent_token(&self) -> bool {
+        !matches!(self, Caller::Anonymous)
+    }
+}
+
+/// Consul: agent/http.go parseTokenInternal — `?token=` first, then `X-Consul-Token`, then
+/// `Authorization: Bearer <token>` (scheme case-insensitive, first word of the value).
 fn caller(shared: &Shared, headers: &HeaderMap, q: &Query) -> Caller {
-    let Some(want) = &shared.cfg.acl_token else {
-        return Caller::Allowed;
-    };
+    if !acl_enabled(shared) {
+        return Caller::Management;
+    }
+    let from_query = q.get("token").filter(|t| !t.is_empty()).map(str::to_string);
     let from_header = headers
         .get("x-consul-token")
         .and_then(|v| v.to_str().ok())
+        .filter(|t| !t.is_empty())
         .map(str::to_string);
     let from_bearer = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|v| v.trim().to_string());
-    let token = from_header
+        .and_then(|v| {
+            let mut parts = v.split(' ');
+            let scheme = parts.next()?;
+            let rest: Vec<&str> = parts.collect();
+            if rest.is_empty() || !scheme.eq_ignore_ascii_case("bearer") {
+                return None;
+            }
+            let value = rest.join(" ");
+            Some(
+                value
+                    .trim()
+                    .split(' ')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string(),
+            )
+        });
+    let token = from_query
+        .or(from_header)
         .or(from_bearer)
-        .or_else(|| q.get("token").map(str::to_string))
         .filter(|t| !t.is_empty());
     match token {
         None => Caller::Anonymous,
-        Some(t) if &t == want => Caller::Allowed,
-        Some(_) => Caller::UnknownToken,
+        Some(t) if shared.cfg.acl_token.as_deref() == Some(t.as_str()) => Caller::Management,
+        Some(t) => match shared.cfg.acl_tokens.iter().find(|k| k.secret == t) {
+            Some(k) => Caller::Limited(k.clone()),
+            None => Caller::UnknownToken,
+        },
     }
 }
 
-fn permission_denied(perm: &str, resource: &str) -> Response {
+/// Consul: acl/errors.go PermissionDeniedByACL — `Permission denied: token with AccessorID
+/// '<id>' lacks permission '<resource>:<access>' on "<name>"`.
+fn permission_denied(who: &Caller, perm: &str, resource: &str) -> Response {
     text(
         403,
         format!(
-            "Permission denied: token with AccessorID '{ANONYMOUS_ACCESSOR}' lacks permission '{perm}' on \"{resource}\""
+            "Permission denied: token with AccessorID '{}' lacks permission '{perm}' on \"{resource}\"",
+            who.accessor()
         ),
     )
 }
@@ -272,8 +395,28 @@ async fn handle_inner(shared: Arc<Shared>, req: Request) -> Response {
     if let Some(rest) = path.strip_prefix("/_double/") {
         return control(&shared, rest, &q);
     }
+    let mut resp = api_with_faults(&shared, &method, &path, &q, &parts.headers, body).await;
+    // Consul: agent/http.go wrap → setACLDefaultPolicy on every API response
+    // (`acl.default_policy`: "allow" unless ACLs are on; the double then uses "deny").
+    let policy = if acl_enabled(&shared) {
+        "deny"
+    } else {
+        "allow"
+    };
+    set_header(&mut resp, "x-consul-default-acl-policy", policy.to_string());
+    resp
+}
+
+async fn api_with_faults(
+    shared: &Arc<Shared>,
+    method: &Method,
+    path: &str,
+    q: &Query,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+) -> Response {
     let faults = &shared.faults;
-    faults.count(&path);
+    faults.count(path);
     tokio::select! {
         biased;
         _ = faults.wait_unpaused() => {}
@@ -290,7 +433,7 @@ async fn handle_inner(shared: Arc<Shared>, req: Request) -> Response {
         Ok(b) => b,
         Err(e) => return text(400, format!("Request body read failed: {e}")),
     };
-    let mut resp = api(&shared, &method, &path, &q, &parts.headers, &body).await;
+    let mut resp = api(shared, method, path, q, headers, &body).await;
     if let Some(kind) = faults.garbage() {
         let headers = resp.headers().clone();
         resp = match kind {
@@ -330,41 +473,47 @@ async fn api(
             return not_allowed(method);
         }
         return match what {
-            "leader" => json_resp(&json!("127.0.0.1:8300")),
+            // Consul: agent/status_endpoint.go StatusLeader — "" while no leader is known.
+            "leader" => match shared.faults.server_state() {
+                crate::ServerState::Follower {
+                    known_leader: false,
+                    ..
+                } => json_resp(&json!("")),
+                _ => json_resp(&json!("127.0.0.1:8300")),
+            },
             "peers" => json_resp(&json!(["127.0.0.1:8300"])),
             _ => text(404, "404 page not found\n"),
         };
     }
     let who = caller(shared, headers, q);
-    if who == Caller::UnknownToken {
+    if matches!(who, Caller::UnknownToken) {
         return text(403, "ACL not found");
     }
-    let anonymous = who == Caller::Anonymous;
 
     if let Some(svc) = path.strip_prefix("/v1/health/service/") {
         if method != Method::GET {
             return not_allowed(method);
         }
-        return health_service(shared, svc, q, anonymous).await;
+        return health_service(shared, svc, q, &who).await;
     }
     if let Some(svc) = path.strip_prefix("/v1/catalog/service/") {
         if method != Method::GET {
             return not_allowed(method);
         }
-        return catalog_service(shared, svc, q, anonymous).await;
+        return catalog_service(shared, svc, q, &who).await;
     }
     if let Some(key) = path.strip_prefix("/v1/kv/") {
-        return kv_endpoint(shared, method, key, q, body, anonymous).await;
+        return kv_endpoint(shared, method, key, q, body, &who).await;
     }
     if path == "/v1/kv" {
-        return kv_endpoint(shared, method, "", q, body, anonymous).await;
+        return kv_endpoint(shared, method, "", q, body, &who).await;
     }
     if path == "/v1/agent/self" {
         if method != Method::GET {
             return not_allowed(method);
         }
-        if anonymous {
-            return permission_denied("agent:read", &shared.cfg.node_name);
+        if !who.can(Resource::Agent, &shared.cfg.node_name, Access::Read) {
+            return permission_denied(&who, "agent:read", &shared.cfg.node_name);
         }
         return agent_self(shared);
     }
@@ -372,10 +521,13 @@ async fn api(
         if method != Method::PUT {
             return not_allowed(method);
         }
-        return agent_write(shared, rest, q, body, anonymous);
+        return agent_write(shared, rest, q, body, &who);
     }
     if let Some(rest) = path.strip_prefix("/v1/session/") {
-        return session_endpoint(shared, method, rest, q, body, anonymous).await;
+        return session_endpoint(shared, method, rest, q, body, &who).await;
+    }
+    if path == "/v1/query" || path.starts_with("/v1/query/") {
+        return query_endpoint(shared, method, path, q, body, &who).await;
     }
     text(404, "404 page not found\n")
 }
@@ -421,6 +573,74 @@ fn control(shared: &Arc<Shared>, rest: &str, q: &Query) -> Response {
                 return text(404, format!("unknown node {node:?}"));
             }
             faults.set_node_health(&node, status);
+        }
+        "fault/leader" => {
+            // ?state=leader, or ?known_leader=<bool>&last_contact_ms=<n> for a follower.
+            if q.get("state") == Some("leader") {
+                faults.set_server_state(crate::ServerState::Leader);
+            } else {
+                let known = q
+                    .get("known_leader")
+                    .and_then(parse_go_bool)
+                    .unwrap_or(false);
+                let ms = q
+                    .get("last_contact_ms")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                faults.set_server_state(crate::ServerState::Follower {
+                    known_leader: known,
+                    last_contact: Duration::from_millis(ms),
+                });
+            }
+        }
+        "fault/agent" => {
+            let node = q.get("node").unwrap_or(&shared.cfg.node_name).to_string();
+            let ok = match q.get("event").unwrap_or("") {
+                "leave" => faults.agent_leave(&node),
+                "restart" => faults.agent_restart(&node),
+                "crash" => faults.agent_crash(&node),
+                "partition" => faults.agent_partition(&node),
+                "heal" => faults.agent_heal(&node),
+                _ => {
+                    return text(
+                        400,
+                        "event must be leave, restart, crash, partition or heal",
+                    );
+                }
+            };
+            if !ok {
+                return text(404, format!("unknown node {node:?}"));
+            }
+        }
+        "fault/check" => {
+            let node = q.get("node").filter(|n| !n.is_empty());
+            let Some(id) = q.get("check_id").filter(|c| !c.is_empty()) else {
+                return text(400, "check_id is required");
+            };
+            let ok = match q.get("status").filter(|s| !s.is_empty()) {
+                None => faults.release_check(node, id),
+                Some(st) if [PASSING, WARNING, CRITICAL].contains(&st) => {
+                    faults.force_check(node, id, st, q.get("output").unwrap_or(""))
+                }
+                Some(_) => return text(400, "status must be passing, warning or critical"),
+            };
+            if !ok {
+                return text(404, format!("unknown check {id:?}"));
+            }
+        }
+        "fault/maintenance" => {
+            let enable = q.get("enable").and_then(parse_go_bool).unwrap_or(true);
+            let reason = q.get("reason").unwrap_or("");
+            let node = q.get("node").filter(|n| !n.is_empty());
+            let ok = match q.get("service_id").filter(|s| !s.is_empty()) {
+                Some(sid) => faults.service_maintenance(node, sid, enable, reason),
+                None => {
+                    faults.node_maintenance(node.unwrap_or(&shared.cfg.node_name), enable, reason)
+                }
+            };
+            if !ok {
+                return text(404, "unknown node or service");
+            }
         }
         _ => return text(404, format!("unknown control endpoint /_double/{rest}")),
     }

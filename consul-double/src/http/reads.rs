@@ -1,53 +1,96 @@
 //! `/v1/health/service/<svc>` and `/v1/catalog/service/<svc>`: blocking reads, tag filter,
-//! `passing` filter, ACL filtering for the anonymous token.
+//! `passing` filter, ACL filtering, and the two health backends (RPC blocking query and
+//! streaming).
 
 use super::json::*;
 use super::*;
 
+/// Parses the shared query options and applies the `?dc` and leader checks.
 pub(super) fn parse_read(shared: &Shared, q: &Query) -> Result<QueryOptions, Response> {
     let opts = blocking::parse_options(q).map_err(|BadRequest(c, b)| text(c, b))?;
     if let Some(r) = check_dc(shared, &opts) {
         return Err(r);
     }
+    server_meta(shared, &opts)?;
     Ok(opts)
+}
+
+/// Drops the entries the caller may not see; true if any was dropped.
+/// Consul: agent/structs/aclfilter/filter.go filterCheckServiceNodes / filterServiceNodes
+/// (`allowNode && allowService`).
+fn acl_filter<T>(entries: &mut Vec<T>, who: &Caller, names: impl Fn(&T) -> (&str, &str)) -> bool {
+    let before = entries.len();
+    entries.retain(|e| {
+        let (node, service) = names(e);
+        who.can(Resource::Node, node, Access::Read)
+            && who.can(Resource::Service, service, Access::Read)
+    });
+    entries.len() < before
 }
 
 pub(super) async fn health_service(
     shared: &Arc<Shared>,
     svc: &str,
     q: &Query,
-    anonymous: bool,
+    who: &Caller,
 ) -> Response {
-    let opts = match parse_read(shared, q) {
+    let opts = match blocking::parse_options(q) {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(BadRequest(c, b)) => return text(c, b),
     };
+    if let Some(r) = check_dc(shared, &opts) {
+        return r;
+    }
+    // Consul: agent/rpcclient/health/health.go ServiceNodes — the streaming backend serves
+    // the request when `use_streaming_backend` is on, the request is a blocking one
+    // (`MinQueryIndex > 0`; or `?cached`), there is no `?near` (`Source.Node`), and no
+    // `merge-central-config`. Everything else is an RPC blocking query.
+    let streaming = shared.cfg.use_streaming_backend
+        && (opts.min_index > 0 || opts.cached)
+        && q.get("near").is_none_or(str::is_empty)
+        && !q.has("merge-central-config");
+    if !streaming && let Err(r) = server_meta(shared, &opts) {
+        return r;
+    }
     if svc.is_empty() {
         return text(400, "Missing service name");
     }
     let tags = q.all("tag");
     let (index, mut entries) = blocking::run(shared, &opts, |s: &Store| s.health(svc, &tags)).await;
-    // Consul parses `passing` after the RPC (see the FIXME in health_endpoint.go).
+    let filtered = acl_filter(&mut entries, who, |e| (&e.node.name, &e.service.name));
+    // Consul parses `passing` after the RPC (see the FIXME in agent/health_endpoint.go).
     let Ok(passing) = bool_param(q, "passing") else {
         return text(400, "Invalid value for ?passing");
     };
-    if anonymous {
-        entries.clear();
-    }
     if passing {
+        // Consul: agent/health_endpoint.go filterNonPassing — any check not passing.
         entries.retain(|e| e.checks.iter().all(|c| c.status == PASSING));
     }
     let dc = &shared.cfg.datacenter;
     let body = Value::Array(entries.iter().map(|e| health_entry_json(e, dc)).collect());
+    if streaming {
+        // Consul: agent/rpcclient/health/view.go HealthView.Result — the view's QueryMeta
+        // carries only Index and Backend, so setMeta (agent/http.go) sends
+        // X-Consul-KnownLeader: false and X-Consul-LastContact: 0, and never
+        // X-Consul-Results-Filtered-By-ACLs (the events were filtered server-side).
+        return set_meta(
+            json_resp(&body),
+            index,
+            false,
+            Duration::ZERO,
+            &opts,
+            "streaming",
+        );
+    }
     let r = with_meta(json_resp(&body), shared, index, &opts);
-    if anonymous { filtered_by_acl(r) } else { r }
+    filtered_by_acl(r, filtered && who.sent_token())
 }
 
 pub(super) async fn catalog_service(
     shared: &Arc<Shared>,
     svc: &str,
     q: &Query,
-    anonymous: bool,
+    who: &Caller,
 ) -> Response {
     let opts = match parse_read(shared, q) {
         Ok(o) => o,
@@ -59,9 +102,7 @@ pub(super) async fn catalog_service(
     let tags = q.all("tag");
     let (index, mut entries) =
         blocking::run(shared, &opts, |s: &Store| s.catalog(svc, &tags)).await;
-    if anonymous {
-        entries.clear();
-    }
+    let filtered = acl_filter(&mut entries, who, |(n, s)| (&n.name, &s.name));
     let dc = &shared.cfg.datacenter;
     let body = Value::Array(
         entries
@@ -70,7 +111,7 @@ pub(super) async fn catalog_service(
             .collect(),
     );
     let r = with_meta(json_resp(&body), shared, index, &opts);
-    if anonymous { filtered_by_acl(r) } else { r }
+    filtered_by_acl(r, filtered && who.sent_token())
 }
 
 pub(super) fn not_found_with_meta(shared: &Shared, index: u64, opts: &QueryOptions) -> Response {

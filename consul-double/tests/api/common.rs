@@ -81,23 +81,40 @@ async fn request_inner(
     body: &[u8],
     headers: &[(&str, &str)],
 ) -> Resp {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    request_on(s, &addr.to_string(), method, path, body, headers)
+        .await
+        .expect("HTTP exchange")
+}
+
+/// One HTTP/1.1 request on an already connected stream (TCP, unix socket, TLS).
+pub async fn request_on<S>(
+    mut s: S,
+    host: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    headers: &[(&str, &str)],
+) -> std::io::Result<Resp>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
-    s.write_all(req.as_bytes()).await.expect("write");
-    s.write_all(body).await.expect("write body");
+    s.write_all(req.as_bytes()).await?;
+    s.write_all(body).await?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.expect("read");
+    s.read_to_end(&mut raw).await?;
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .expect("header end");
+        .ok_or_else(|| std::io::Error::other("no HTTP header end in the answer"))?;
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut body = raw[split + 4..].to_vec();
     let mut lines = head.split("\r\n");
@@ -131,11 +148,11 @@ async fn request_inner(
         }
         body = out;
     }
-    Resp {
+    Ok(Resp {
         status,
         headers,
         body,
-    }
+    })
 }
 
 pub async fn get(d: &ConsulDouble, path: &str) -> Resp {

@@ -1,5 +1,5 @@
-//! Behaviour tests of the Consul double against the documented Consul behaviour
-//! (`shared/consul-api.md`). Every wait is bounded; waits for state changes ride on
+//! Behaviour tests of the Consul double against Consul's behaviour (each test names the
+//! Consul source file it checks; see CONFORMANCE.md). Every wait is bounded; waits for state changes ride on
 //! blocking queries rather than sleeps.
 
 mod common;
@@ -7,7 +7,12 @@ mod common;
 mod acl;
 mod blocking;
 mod checks;
+mod cli;
 mod dns;
+mod events;
 mod faults;
 mod health;
 mod kv;
+mod listeners;
+mod query;
+mod wait;

@@ -55,7 +55,8 @@ pub struct FailoverPolicy {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Discovery {
     Static { backend: SocketAddr },
-    Consul(ConsulConfig),
+    // Boxed: the Consul settings are several times larger than the others.
+    Consul(Box<ConsulConfig>),
     Dns(DnsConfig),
 }
 

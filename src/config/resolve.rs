@@ -208,7 +208,7 @@ fn resolve_discovery(s: &Settings) -> Result<Discovery, ConfigError> {
             "only applies to `consistency = stale` (other reads come from the leader)",
         ));
     }
-    Ok(Discovery::Consul(ConsulConfig {
+    Ok(Discovery::Consul(Box::new(ConsulConfig {
         source,
         addresses,
         token,
@@ -224,7 +224,7 @@ fn resolve_discovery(s: &Settings) -> Result<Discovery, ConfigError> {
             warning_is: need("warning_is", s.warning_is)?,
             ignore_checks: ignore_checks(s)?,
         },
-    }))
+    })))
 }
 
 fn non_empty(value: &Option<String>) -> Option<String> {

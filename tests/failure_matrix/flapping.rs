@@ -297,8 +297,15 @@ async fn flapping_primary_check_without_a_standby_is_ridden_out_by_default() {
         probes.iter().all(|p| *p == Ok(a_id)),
         "every new client reached A: {probes:?}"
     );
-    assert!(report.errors.is_empty(), "writers saw errors: {:?}", report.errors);
-    assert_eq!(proxy.metric("consul_mysql_proxy_primary_withdrawn").await, Some(0.0));
+    assert!(
+        report.errors.is_empty(),
+        "writers saw errors: {:?}",
+        report.errors
+    );
+    assert_eq!(
+        proxy.metric("consul_mysql_proxy_primary_withdrawn").await,
+        Some(0.0)
+    );
     let inserted = rows_on(pair.primary.addr()).await;
     assert!(
         inserted.len() as u64 >= report.acked.len() as u64 && !inserted.is_empty(),

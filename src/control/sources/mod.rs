@@ -5,7 +5,8 @@
 //! - [`static_source`]: one fixed backend;
 //! - [`consul`]: health, catalog or KV blocking queries;
 //! - [`dns`]: A/AAAA or SRV lookups, uncached;
-//! - [`backoff`]: the retry delays they share.
+//! - [`backoff`]: the retry delays they share; [`pacing`]: the token bucket that bounds a
+//!   blocking-query loop's request rate.
 //!
 //! A source that cannot reach its authority sends [`Observation::Unavailable`]: the last primary
 //! is kept (Consul down is not the database down).
@@ -13,6 +14,7 @@
 pub(crate) mod backoff;
 pub mod consul;
 pub mod dns;
+pub(crate) mod pacing;
 pub(crate) mod static_source;
 
 use std::sync::Arc;
@@ -91,7 +93,7 @@ pub fn start(
             describe: consul::describe(consul_config, &config.service),
             stale_after: consul_config.stale_after,
             task: tokio::spawn(consul::run(
-                consul_config.clone(),
+                (**consul_config).clone(),
                 config.service.clone(),
                 tx,
                 refresh,

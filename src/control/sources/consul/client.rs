@@ -41,6 +41,12 @@ pub struct Answer {
     pub body: Vec<u8>,
     /// Which agent answered.
     pub agent: String,
+    /// `X-Consul-Results-Filtered-By-ACLs: true`: the token could not see some results.
+    pub filtered_by_acls: bool,
+    /// `X-Consul-KnownLeader` (absent on a client agent's streaming answers).
+    pub known_leader: Option<bool>,
+    /// `X-Consul-LastContact`: how long ago the answering server heard from the leader.
+    pub last_contact: Option<Duration>,
 }
 
 /// One agent: its base URL and the HTTP client that reaches it (TCP, or its unix socket).
@@ -61,6 +67,12 @@ pub struct ConsulClient {
 
 impl ConsulClient {
     pub fn new(config: &ConsulConfig) -> Result<ConsulClient, ConsulError> {
+        if config.tls.skip_verify {
+            tracing::warn!(
+                side = "discovery",
+                "consul_tls_skip_verify (or CONSUL_HTTP_SSL_VERIFY=false): the Consul agent's TLS certificate is NOT verified; anyone on the path can impersonate it and choose the primary"
+            );
+        }
         let tls = tls::client_config(&config.tls).map_err(ConsulError::Setup)?;
         let agents = config
             .addresses
@@ -147,16 +159,25 @@ pub fn interpret(
     body: Vec<u8>,
     accept_404: bool,
 ) -> Result<Answer, ConsulError> {
-    let index = headers
-        .get("X-Consul-Index")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok());
+    // Query meta as Consul's client reads it (`api/api.go` `parseQueryMeta`).
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let index = header("X-Consul-Index").and_then(|v| v.parse().ok());
     if status == StatusCode::OK || (accept_404 && status == StatusCode::NOT_FOUND) {
         return Ok(Answer {
             status,
             index,
             body,
             agent,
+            filtered_by_acls: header("X-Consul-Results-Filtered-By-ACLs") == Some("true"),
+            known_leader: header("X-Consul-KnownLeader").map(|v| v == "true"),
+            last_contact: header("X-Consul-LastContact")
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(Duration::from_millis),
         });
     }
     // Consul's error bodies are plain text and may be UTF-8 of any length: cut on a character

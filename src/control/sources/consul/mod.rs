@@ -5,11 +5,13 @@
 //!         │ errors: Observation::Unavailable (last primary kept), backoff with jitter
 //!         └ refresh (a client failed to connect): cut the long poll short, read now
 //! ```
-//! Index rules (Consul's "blocking queries" docs): the first read, a read after a refresh and
-//! the first read after an error carry no index; an index that goes backwards (snapshot restore) is reset to 0 (the next read
-//! does not block); an index of 0 is treated as 1; requests are spaced at least
-//! [`MIN_INTERVAL`] apart and errors back off exponentially, so nothing hot-loops. The HTTP
-//! timeout is `wait + wait/16` (Consul's jitter) plus slack, so a long poll never times out early.
+//! Index rules (Consul's "blocking queries" docs, `website/content/api-docs/features/blocking.mdx`):
+//! the first read, a read after a refresh and the first read after an error carry no index; an
+//! index that goes backwards (snapshot restore) is reset to 0 (the next read does not block); an
+//! index of 0 is treated as 1; requests are paced by a token bucket ([`pacing`](super::pacing):
+//! a small burst, then one per second) and errors back off exponentially, so nothing hot-loops.
+//! `wait` is sent in milliseconds as Consul's own client does. The HTTP timeout is
+//! `wait + wait/16` (Consul's jitter) plus slack, so a long poll never times out early.
 
 pub(crate) mod client;
 pub mod decode;
@@ -28,6 +30,7 @@ use tracing::{debug, info, warn};
 use self::client::{Answer, ConsulClient};
 use self::decode::{Health, KvAnswer, NamedServer, decode_catalog, decode_health, decode_kv};
 use super::backoff::Backoff;
+use super::pacing::TokenBucket;
 use super::{Excluded, Exclusion, Observation, ObservationSender};
 use crate::config::{Consistency, ConsulConfig, ConsulSource};
 use crate::control::primary::Backend;
@@ -35,8 +38,6 @@ use crate::control::selection::Candidate;
 use crate::ops::metrics::Metrics;
 use crate::util::clock::unix_now;
 
-/// Smallest spacing between two requests of one source.
-pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// Timeout of a non-blocking read.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Added to `wait + wait/16` for a blocking read's HTTP timeout.
@@ -101,6 +102,20 @@ fn request(config: &ConsulConfig, service: &str) -> Request {
     };
     if let Some(dc) = &config.dc {
         query.push(("dc", Some(dc.clone())));
+    }
+    // Scope as Consul's client sends it (`api/api.go` `setQueryOptions`): `ns` and `partition`
+    // everywhere, `peer` and `filter` only where the endpoint takes them (health, catalog).
+    let scope = &config.scope;
+    let is_kv = matches!(config.source, ConsulSource::Kv { .. });
+    for (key, value, applies) in [
+        ("ns", &scope.namespace, true),
+        ("partition", &scope.partition, true),
+        ("peer", &scope.peer, !is_kv),
+        ("filter", &scope.filter, !is_kv),
+    ] {
+        if let (Some(value), true) = (value, applies) {
+            query.push((key, Some(value.clone())));
+        }
     }
     match config.consistency {
         Consistency::Default => {}
@@ -172,10 +187,15 @@ pub async fn run(
     let mut next_request = Instant::now();
     // Entries skipped in the last answer: the same ones are not logged again.
     let mut skipped_before: Vec<String> = Vec::new();
+    // "No known leader" is logged once until a leader is known again.
+    let mut leaderless_logged = false;
 
+    let mut pacing = TokenBucket::default();
     loop {
+        // Pacing first (a churning answer degrades into bounded polling), then any error backoff.
+        let send_at = pacing.reserve(Instant::now()).max(next_request);
         tokio::select! {
-            () = tokio::time::sleep_until(next_request) => {}
+            () = tokio::time::sleep_until(send_at) => {}
             () = stop.cancelled() => return,
         }
         let sent_index = if read_now { None } else { index.to_send() };
@@ -189,7 +209,6 @@ pub async fn run(
         } else {
             READ_TIMEOUT
         };
-        next_request = Instant::now() + MIN_INTERVAL;
         let answer = tokio::select! {
             answer = client.get(&path, &query, timeout, request.accept_404) => answer,
             // A client could not connect to the primary: stop waiting out the long poll.
@@ -204,6 +223,12 @@ pub async fn run(
         let observation = match answer {
             Ok(answer) => match observe(&config, &answer).await {
                 Ok((observation, notes)) => {
+                    if answer.known_leader == Some(false) && !leaderless_logged {
+                        warn!(side = "discovery", source = %describe, agent = %answer.agent, "Consul answered without a known leader (X-Consul-KnownLeader: false); using the answer (stale reads keep working without a leader)");
+                        leaderless_logged = true;
+                    } else if answer.known_leader == Some(true) {
+                        leaderless_logged = false;
+                    }
                     if notes != skipped_before {
                         for note in &notes {
                             warn!(side = "discovery", source = %describe, %note, "Consul answer entry not usable; the other instances decide");
@@ -246,6 +271,41 @@ pub async fn run(
 /// Turns an answer into an observation, with notes on the entries it skipped; `Err` is an
 /// unusable answer.
 pub(crate) async fn observe(
+    config: &ConsulConfig,
+    answer: &Answer,
+) -> Result<(Observation, Vec<String>), String> {
+    if let (Some(max), Some(contact)) = (config.max_stale, answer.last_contact)
+        && contact > max
+    {
+        return Err(format!(
+            "answer is {} old (X-Consul-LastContact: the answering server last heard from the leader that long ago), more than consul_max_stale ({})",
+            humantime::format_duration(contact),
+            humantime::format_duration(max)
+        ));
+    }
+    let observed = observe_body(config, answer).await?;
+    if answer.filtered_by_acls
+        && let (
+            Observation::Instances {
+                candidates,
+                excluded,
+            },
+            _,
+        ) = &observed
+        && candidates.is_empty()
+        && excluded.is_empty()
+    {
+        // Not "no primary": the token cannot see the instances (Consul drops entries whose
+        // node or service the token may not read, and says so in this header).
+        return Err(
+            "Consul filtered the answer by ACLs (X-Consul-Results-Filtered-By-ACLs) and no instance is left: the token needs service:read on the service and node:read on its nodes"
+                .to_owned(),
+        );
+    }
+    Ok(observed)
+}
+
+async fn observe_body(
     config: &ConsulConfig,
     answer: &Answer,
 ) -> Result<(Observation, Vec<String>), String> {

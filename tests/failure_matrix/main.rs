@@ -12,6 +12,7 @@
 //! | [`degraded_network`] | the link to the backend has delay and loss |
 //! | [`db_crash`] | the primary stops cleanly or is killed (kill -9) |
 //! | [`flapping`] | the primary's health check flaps, with and without a passing standby |
+//! | [`consul_node_side`] | Consul faults on the DB node: its agent restarts, crashes or is cut off, its check loses the DB, a node warning, maintenance, a demotion without replacement, kill -9 with a late promotion |
 //!
 //! Every scenario runs real MariaDB, the Consul double and the proxy binary, asserts what the
 //! clients see (errors, holds, routing, rows) and prints its timings (`eprintln!`) for the
@@ -29,6 +30,7 @@ mod support;
 
 mod consul_agent;
 mod consul_link;
+mod consul_node_side;
 mod cpu;
 mod db_crash;
 mod db_hang;
@@ -79,17 +81,19 @@ fn lo() -> IpAddr {
 /// The proxy with the settings every scenario shares: clients are held up to 20 s, a server
 /// must greet within 500 ms and accept TCP within 1 s.
 fn start_proxy(consul: &TestConsul, extra: &[&str]) -> Proxy {
-    ProxyArgs::consul(consul.http_url())
-        .with(&[
-            "--hold-timeout",
-            "20s",
-            "--backend-greeting-timeout",
-            "500ms",
-            "--connect-timeout",
-            "1s",
-        ])
-        .with(extra)
-        .start()
+    proxy_args(consul).with(extra).start()
+}
+
+/// The shared settings, to add to before starting.
+fn proxy_args(consul: &TestConsul) -> ProxyArgs {
+    ProxyArgs::consul(consul.http_url()).with(&[
+        "--hold-timeout",
+        "20s",
+        "--backend-greeting-timeout",
+        "500ms",
+        "--connect-timeout",
+        "1s",
+    ])
 }
 
 /// Same, with the short backend keepalive / user timeout of the network scenarios.

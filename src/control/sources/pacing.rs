@@ -37,6 +37,12 @@ impl TokenBucket {
         }
     }
 
+    /// Whether `n` requests could go now without waiting (nothing is taken).
+    pub fn has_tokens(&self, now: Instant, n: f64) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        (self.tokens + elapsed / self.refill.as_secs_f64()).min(self.burst) >= n
+    }
+
     /// Takes a token and returns when the request may be sent (`now` if one was left).
     pub fn reserve(&mut self, now: Instant) -> Instant {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
@@ -66,8 +72,12 @@ mod tests {
         let start = Instant::now();
         let mut bucket = TokenBucket::new(3.0, Duration::from_secs(1), start);
         for _ in 0..3 {
+            assert!(bucket.has_tokens(start, 1.0));
             assert_eq!(bucket.reserve(start), start);
         }
+        assert!(!bucket.has_tokens(start, 1.0));
+        assert!(bucket.has_tokens(start + Duration::from_secs(1), 1.0));
+        assert!(!bucket.has_tokens(start + Duration::from_secs(1), 2.0));
         // Empty: the next one waits a refill, the one after two.
         assert_eq!(bucket.reserve(start), start + Duration::from_secs(1));
         assert_eq!(bucket.reserve(start), start + Duration::from_secs(2));

@@ -209,15 +209,28 @@ pub async fn run(
         } else {
             READ_TIMEOUT
         };
-        let answer = tokio::select! {
-            answer = client.get(&path, &query, timeout, request.accept_404) => answer,
-            // A client could not connect to the primary: stop waiting out the long poll.
-            () = refresh.notified(), if sent_index.is_some() => {
-                debug!(source = %describe, "refresh requested: reading now");
-                read_now = true;
-                continue;
+        let get = client.get(&path, &query, timeout, request.accept_404);
+        tokio::pin!(get);
+        let answer = loop {
+            tokio::select! {
+                answer = &mut get => break Some(answer),
+                // A client could not connect to the primary: stop waiting out the long poll —
+                // while the pacing allows two requests now (the read, and the blocking query
+                // after it). Otherwise the blocking query in flight delivers any change the
+                // moment Consul has it; cutting it would leave no request in flight while
+                // waiting for a token, and a change then arrives late.
+                () = refresh.notified(), if sent_index.is_some() => {
+                    if pacing.has_tokens(Instant::now(), 2.0) {
+                        debug!(source = %describe, "refresh requested: reading now");
+                        break None;
+                    }
+                }
+                () = stop.cancelled() => return,
             }
-            () = stop.cancelled() => return,
+        };
+        let Some(answer) = answer else {
+            read_now = true;
+            continue;
         };
         read_now = false;
         let observation = match answer {

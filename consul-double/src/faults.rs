@@ -4,7 +4,7 @@
 //! Faults apply to every `/v1/*` answer and, where they make sense, to DNS: `pause` holds
 //! requests and answers (blocked queries stay blocked; DNS too), `latency` delays each HTTP
 //! request and DNS query, `fail_with` answers every API request with a fixed status and body
-//! (and DNS with SERVFAIL), `garbage` answers HTTP 200 with a body that is not JSON or is JSON
+//! (and DNS with SERVFAIL), `garbage` answers HTTP 200 with a body that is not JSON, cut in half, or JSON
 //! of the wrong shape, `dns_servfail` answers DNS with SERVFAIL.
 //! `reset_index` simulates a snapshot restore and `set_node_health` flips a node's serfHealth.
 //!
@@ -92,6 +92,8 @@ impl Default for FaultState {
 pub(crate) enum Garbage {
     NotJson,
     WrongShape,
+    /// The real answer, cut in the middle (a proxy or agent dying mid-write).
+    Truncated,
 }
 
 impl FaultState {
@@ -107,16 +109,16 @@ impl FaultState {
             .clone()
     }
 
-    /// Alternates between the two kinds so both reach the client.
+    /// Cycles through the kinds so each reaches the client.
     pub(crate) fn garbage(&self) -> Option<Garbage> {
         if !self.garbage.load(Ordering::SeqCst) {
             return None;
         }
         let n = self.garbage_count.fetch_add(1, Ordering::SeqCst);
-        Some(if n.is_multiple_of(2) {
-            Garbage::NotJson
-        } else {
-            Garbage::WrongShape
+        Some(match n % 3 {
+            0 => Garbage::NotJson,
+            1 => Garbage::WrongShape,
+            _ => Garbage::Truncated,
         })
     }
 

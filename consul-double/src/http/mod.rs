@@ -436,7 +436,15 @@ async fn api_with_faults(
     let mut resp = api(shared, method, path, q, headers, &body).await;
     if let Some(kind) = faults.garbage() {
         let headers = resp.headers().clone();
+        let status = resp.status();
         resp = match kind {
+            Garbage::Truncated => {
+                let full = axum::body::to_bytes(resp.into_body(), 64 * 1024 * 1024)
+                    .await
+                    .unwrap_or_default();
+                let cut = full.slice(..full.len() / 2);
+                (status, cut).into_response()
+            }
             Garbage::NotJson => (StatusCode::OK, "<html>502 upstream garbage {{{").into_response(),
             Garbage::WrongShape => (
                 StatusCode::OK,

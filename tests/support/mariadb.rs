@@ -414,9 +414,35 @@ impl MariaDb {
     }
 
     /// SIGSTOP: the process freezes (connections hang, the port still accepts TCP handshakes).
+    /// Returns once every thread of the process is stopped (`T` in `/proc/<pid>/task/*/stat`):
+    /// `kill` returns before a busy thread on another CPU has actually stopped.
     pub fn sigstop(&self) {
         self.stopped.store(true, Ordering::SeqCst);
-        signal(self.pid(), libc::SIGSTOP);
+        let pid = self.pid();
+        signal(pid, libc::SIGSTOP);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let all_stopped = || {
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+                return false;
+            };
+            tasks.flatten().all(|t| {
+                std::fs::read_to_string(t.path().join("stat"))
+                    .ok()
+                    .and_then(|stat| {
+                        // `pid (comm) S …`: the state follows the last `)`.
+                        let rest = &stat[stat.rfind(')')? + 1..];
+                        rest.split_whitespace().next().map(|state| state == "T" || state == "t")
+                    })
+                    .unwrap_or(false)
+            })
+        };
+        while !all_stopped() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "mariadbd {pid} did not stop within 10 s of SIGSTOP"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 
     /// SIGCONT after [`sigstop`](Self::sigstop).

@@ -7,7 +7,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::kinds::{Consistency, LogFormat, OnFailover, OnMultiple, RelayKind, WarningIs};
+use super::kinds::{
+    Consistency, LogFormat, OnFailover, OnMultiple, ProxyProtocol, RelayKind, WarningIs,
+};
 use super::settings::Settings;
 
 /// The built-in defaults.
@@ -41,6 +43,7 @@ pub fn table() -> Settings {
         withdrawn_grace: Some(secs(30)),
         on_failover: Some(OnFailover::Close),
         drain_grace: Some(secs(5)),
+        proxy_protocol: Some(ProxyProtocol::Off),
         relay: Some(RelayKind::Pump),
         workers: Some(1),
         log_format: Some(LogFormat::Text),

@@ -101,6 +101,17 @@ pub enum WarningIs {
     Critical,
 }
 
+/// Whether the proxy tells the server who the client is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ValueEnum, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProxyProtocol {
+    /// The server sees the proxy's address.
+    #[default]
+    Off,
+    /// A PROXY protocol v2 header before the client's bytes (MariaDB: `proxy_protocol_networks`).
+    V2,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,5 +134,6 @@ mod tests {
         check::<OnFailover>();
         check::<OnMultiple>();
         check::<WarningIs>();
+        check::<ProxyProtocol>();
     }
 }

@@ -30,7 +30,8 @@ use std::path::{Path, PathBuf};
 
 pub use crate::util::secret::Secret;
 pub use kinds::{
-    Consistency, DiscoveryKind, DnsRecord, LogFormat, OnFailover, OnMultiple, RelayKind, WarningIs,
+    Consistency, DiscoveryKind, DnsRecord, LogFormat, OnFailover, OnMultiple, ProxyProtocol,
+    RelayKind, WarningIs,
 };
 pub use model::{
     Config, ConsulConfig, ConsulScope, ConsulSource, ConsulTls, Discovery, DnsConfig,

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::kinds::{
-    Consistency, DnsRecord, LogFormat, OnFailover, OnMultiple, RelayKind, WarningIs,
+    Consistency, DnsRecord, LogFormat, OnFailover, OnMultiple, ProxyProtocol, RelayKind, WarningIs,
 };
 use crate::util::secret::Secret;
 
@@ -37,6 +37,7 @@ pub struct Config {
     /// How long a primary Consul withdrew without a replacement is still routed to, when
     /// `verify_writable` is off (with it, for as long as it is verified writable).
     pub withdrawn_grace: Duration,
+    pub proxy_protocol: ProxyProtocol,
     pub relay: RelayKind,
     pub workers: usize,
     pub log_format: LogFormat,

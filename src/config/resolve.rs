@@ -72,6 +72,7 @@ impl Config {
                 drain_grace: need("drain_grace", s.drain_grace)?,
             },
             withdrawn_grace: need("withdrawn_grace", s.withdrawn_grace)?,
+            proxy_protocol: need("proxy_protocol", s.proxy_protocol)?,
             relay: need("relay", s.relay)?,
             workers,
             log_format: need("log_format", s.log_format)?,

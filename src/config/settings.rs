@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
 use super::kinds::{
-    Consistency, DiscoveryKind, DnsRecord, LogFormat, OnFailover, OnMultiple, RelayKind, WarningIs,
+    Consistency, DiscoveryKind, DnsRecord, LogFormat, OnFailover, OnMultiple, ProxyProtocol,
+    RelayKind, WarningIs,
 };
 use crate::util::secret::Secret;
 
@@ -288,6 +289,10 @@ pub struct Settings {
     #[arg(long, env = "CONSUL_MYSQL_PROXY_DRAIN_GRACE", value_parser = parse_duration, value_name = "DURATION")]
     #[serde(default, with = "humantime_serde")]
     pub drain_grace: Option<Duration>,
+
+    /// Send a PROXY protocol header to the server so it sees the client's address: off or v2 (MariaDB needs proxy_protocol_networks to admit the proxy)
+    #[arg(long, env = "CONSUL_MYSQL_PROXY_PROXY_PROTOCOL", value_enum)]
+    pub proxy_protocol: Option<ProxyProtocol>,
 
     /// Byte pump for established connections: pump or copy (tokio copy_bidirectional, the reference)
     #[arg(long, env = "CONSUL_MYSQL_PROXY_RELAY", value_enum)]

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use socket2::{SockRef, TcpKeepalive};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::config::Config;
@@ -35,6 +36,8 @@ pub enum ConnectError {
     Socket(std::io::Error),
     #[error("cannot set socket options: {0}")]
     SocketOptions(std::io::Error),
+    #[error("cannot send the PROXY protocol header: {0}")]
+    ProxyHeader(std::io::Error),
     #[error("{0}")]
     Other(std::io::Error),
 }
@@ -46,7 +49,9 @@ impl ConnectError {
             ConnectError::Refused(_) => "refused",
             ConnectError::Timeout(_) => "timeout",
             ConnectError::NoGreeting(_) => "no_greeting",
-            ConnectError::ClosedBeforeGreeting | ConnectError::Reset(_) => "reset",
+            ConnectError::ClosedBeforeGreeting
+            | ConnectError::Reset(_)
+            | ConnectError::ProxyHeader(_) => "reset",
             ConnectError::Unreachable(_) => "unreachable",
             ConnectError::Socket(_) | ConnectError::SocketOptions(_) | ConnectError::Other(_) => {
                 "other"
@@ -69,19 +74,32 @@ impl ConnectError {
 }
 
 /// Connects to `backend` and waits for its greeting.
-pub async fn connect(config: &Config, backend: &Backend) -> Result<TcpStream, ConnectError> {
+/// `proxy_header` (PROXY protocol) is written first, before the server's greeting is awaited:
+/// the server reads it with the client's first packet.
+pub async fn connect(
+    config: &Config,
+    backend: &Backend,
+    proxy_header: Option<&[u8]>,
+) -> Result<TcpStream, ConnectError> {
     let socket = match backend.addr {
         SocketAddr::V4(_) => TcpSocket::new_v4(),
         SocketAddr::V6(_) => TcpSocket::new_v6(),
     }
     .map_err(ConnectError::Socket)?;
-    let stream =
+    let mut stream =
         match tokio::time::timeout(config.connect_timeout, socket.connect(backend.addr)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => return Err(ConnectError::from_connect(e)),
             Err(_) => return Err(ConnectError::Timeout(config.connect_timeout)),
         };
     tune_backend_socket(config, &stream).map_err(ConnectError::SocketOptions)?;
+    if let Some(header) = proxy_header {
+        // A fresh socket's send buffer takes these few dozen bytes at once.
+        stream
+            .write_all(header)
+            .await
+            .map_err(ConnectError::ProxyHeader)?;
+    }
     wait_for_greeting(config.backend_greeting_timeout, &stream).await?;
     Ok(stream)
 }

@@ -24,8 +24,9 @@ use tracing::{Instrument, debug, debug_span};
 
 use super::connect::{ConnectError, connect};
 use super::mysql_packet::{ErrReason, err_packet};
+use super::proxy_protocol::v2_header;
 use super::relay;
-use crate::config::Config;
+use crate::config::{Config, ProxyProtocol};
 use crate::control::primary::{Backend, Primary, PrimaryWatch};
 use crate::ops::metrics::{GaugeGuard, Metrics};
 
@@ -73,7 +74,21 @@ async fn serve_inner(mut client: TcpStream, mut ctx: ConnContext) {
     // Boxed: the connect phase (timers, watch, connect futures) is the largest state of a
     // connection; on the heap it is freed once relaying starts, instead of staying in every
     // idle connection's task for its whole life.
-    let (mut backend, bound) = match Box::pin(bind_backend(&config, &mut ctx)).await {
+    let proxy_header = match config.proxy_protocol {
+        ProxyProtocol::Off => None,
+        ProxyProtocol::V2 => match (client.peer_addr(), client.local_addr()) {
+            (Ok(source), Ok(destination)) => Some(v2_header(source, destination)),
+            // The client is already gone: nothing to proxy.
+            _ => return,
+        },
+    };
+    let (mut backend, bound) = match Box::pin(bind_backend(
+        &config,
+        &mut ctx,
+        proxy_header.as_deref(),
+    ))
+    .await
+    {
         Ok(pair) => pair,
         Err(refusal) => {
             ctx.metrics.err_packet_sent(refusal.reason.label());
@@ -152,6 +167,7 @@ async fn serve_inner(mut client: TcpStream, mut ctx: ConnContext) {
 async fn bind_backend(
     config: &Config,
     ctx: &mut ConnContext,
+    proxy_header: Option<&[u8]>,
 ) -> Result<(TcpStream, Primary), Refusal> {
     let deadline = tokio::time::Instant::now() + config.hold_timeout;
     let mut held: Option<GaugeGuard> = None;
@@ -170,7 +186,7 @@ async fn bind_backend(
             continue;
         };
         let attempt = tokio::select! {
-            result = connect(config, &backend) => result,
+            result = connect(config, &backend, proxy_header) => result,
             // A new primary was published while we were connecting (the old one may hang
             // until connect_timeout or the greeting timeout): go to the new one now.
             Ok(()) = ctx.primary.changed() => continue,

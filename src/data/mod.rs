@@ -10,7 +10,8 @@
 //! - [`connection`]: one client's lifecycle (hold, connect, relay, leave on failover);
 //! - [`connect`]: the backend connect, its socket options and the greeting wait;
 //! - [`relay`]: the byte pumps (`pump`, and `copy` for reference);
-//! - [`mysql_packet`]: the only bytes the proxy writes itself, an ERR packet.
+//! - [`mysql_packet`]: the bytes the proxy writes to a client itself, an ERR packet;
+//! - [`proxy_protocol`]: the PROXY v2 header it may write to the server first.
 //!
 //! The data side reads the control side's published primary and never writes it; the only
 //! signal back is a `refresh` poke after a failed connect.
@@ -19,4 +20,5 @@ pub(crate) mod connect;
 pub(crate) mod connection;
 pub(crate) mod listener;
 pub(crate) mod mysql_packet;
+pub(crate) mod proxy_protocol;
 pub mod relay;

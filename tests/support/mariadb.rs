@@ -431,7 +431,9 @@ impl MariaDb {
                     .and_then(|stat| {
                         // `pid (comm) S …`: the state follows the last `)`.
                         let rest = &stat[stat.rfind(')')? + 1..];
-                        rest.split_whitespace().next().map(|state| state == "T" || state == "t")
+                        rest.split_whitespace()
+                            .next()
+                            .map(|state| state == "T" || state == "t")
                     })
                     .unwrap_or(false)
             })

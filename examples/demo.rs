@@ -225,23 +225,30 @@ async fn watch_consul(base: String, stop: CancellationToken, clock: Clock) {
     }
 }
 
-/// Echoes the proxy's failover log lines from `from` until one contains `until`.
+/// Echoes the proxy's failover log lines from line `from` on until one contains `until`;
+/// returns the index of the line after it.
 async fn follow_proxy(proxy: &Proxy, from: usize, until: &str, clock: &Clock) -> usize {
+    const TARGET: &str = "consul_mysql_proxy::control::failover: ";
     let mut at = from;
+    let deadline = Instant::now() + LIMIT;
     loop {
-        let line = proxy
-            .wait_for_log_from(at, "consul_mysql_proxy::control::failover", LIMIT)
-            .await;
-        at = proxy.log.len();
-        let text = line
-            .split("consul_mysql_proxy::control::failover: ")
-            .nth(1)
-            .unwrap_or(&line)
-            .to_owned();
-        clock.say(format!("  proxy: {text}"));
-        if line.contains(until) {
-            return at;
+        let lines: Vec<String> = proxy.log.text().lines().map(str::to_owned).collect();
+        for (i, line) in lines.iter().enumerate().skip(at) {
+            at = i + 1;
+            let Some((_, text)) = line.split_once(TARGET) else {
+                continue;
+            };
+            clock.say(format!("  proxy: {text}"));
+            if line.contains(until) {
+                return at;
+            }
         }
+        assert!(
+            Instant::now() < deadline,
+            "no proxy log line with {until:?} within {LIMIT:?}; log:\n{}",
+            proxy.log.text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

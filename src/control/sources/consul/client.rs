@@ -167,6 +167,7 @@ pub fn interpret(
             .map(str::trim)
     };
     let index = header("X-Consul-Index").and_then(|v| v.parse().ok());
+    let streaming = header("X-Consul-Query-Backend") == Some("streaming");
     if status == StatusCode::OK || (accept_404 && status == StatusCode::NOT_FOUND) {
         return Ok(Answer {
             status,
@@ -174,8 +175,14 @@ pub fn interpret(
             body,
             agent,
             filtered_by_acls: header("X-Consul-Results-Filtered-By-ACLs") == Some("true"),
-            known_leader: header("X-Consul-KnownLeader").map(|v| v == "true"),
+            // A client agent's streaming backend answers from its own materialized view:
+            // there, KnownLeader/LastContact are not meaningful (`agent/rpcclient/health`), so
+            // they are not read.
+            known_leader: header("X-Consul-KnownLeader")
+                .filter(|_| !streaming)
+                .map(|v| v == "true"),
             last_contact: header("X-Consul-LastContact")
+                .filter(|_| !streaming)
                 .and_then(|v| v.parse::<u64>().ok())
                 .map(Duration::from_millis),
         });

@@ -285,10 +285,7 @@ impl State<'_> {
     /// it (for `withdrawn_grace`, or while fencing verifies it), and say so once.
     fn keep_withdrawn(&mut self, primary: Backend, why: String, describe: &str) -> Option<Backend> {
         let verified = self.config.fence.is_some();
-        let started = match &self.withdrawn {
-            Some(w) if w.backend == primary => false,
-            _ => true,
-        };
+        let started = !matches!(&self.withdrawn, Some(w) if w.backend == primary);
         if started {
             let deadline = (!verified).then(|| Instant::now() + self.config.withdrawn_grace);
             let keeping = if verified {

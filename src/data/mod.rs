@@ -17,6 +17,7 @@
 
 pub(crate) mod connect;
 pub(crate) mod connection;
+pub mod fastpath;
 pub(crate) mod listener;
 pub(crate) mod mysql_packet;
 pub mod relay;

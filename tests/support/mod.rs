@@ -4,6 +4,7 @@
 
 pub mod backends;
 pub mod consul;
+pub mod fastpath;
 pub mod mariadb;
 pub mod netns;
 pub mod proxy;

@@ -18,6 +18,7 @@
 
 pub(crate) mod connect;
 pub(crate) mod connection;
+pub mod fastpath;
 pub(crate) mod listener;
 pub(crate) mod mysql_packet;
 pub(crate) mod proxy_protocol;

@@ -5,6 +5,8 @@
 pub mod backends;
 /// The Consul API double or a real agent, and a small client for both.
 pub mod consul;
+/// Per-test cgroups, witness servers and `/proc/net/tcp` for the kernel fast path.
+pub mod fastpath;
 /// Real MariaDB servers and primary/replica pairs, client options and probes.
 pub mod mariadb;
 /// A network namespace as a second host behind a link that can be cut or degraded.

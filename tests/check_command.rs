@@ -370,6 +370,10 @@ async fn print_service_definition_is_registration_json() {
     assert_eq!(check["Interval"], "1500ms");
     assert_eq!(check["Timeout"], "3s");
     assert_eq!(check["DeregisterCriticalServiceAfter"], "600s");
+    // Consul's run thresholds (api/agent.go AgentServiceCheck): defaults that keep one failed
+    // or slow run from flipping the primary.
+    assert_eq!(check["FailuresBeforeCritical"], 2);
+    assert_eq!(check["SuccessBeforePassing"], 1);
     let args: Vec<&str> = check["Args"]
         .as_array()
         .expect("Args")
@@ -399,12 +403,38 @@ async fn print_service_definition_is_registration_json() {
         ]
     );
 
-    // The file format wraps it for `consul services register`.
+    // The file format wraps it for `consul services register` and the agent's config dir,
+    // whose decoder takes the thresholds only as snake_case keys (agent/config/config.go
+    // CheckDefinition).
     let mut file_args = a.clone();
-    file_args.extend(["--definition-format".into(), "file".into()]);
+    file_args.extend([
+        "--definition-format".into(),
+        "file".into(),
+        "--failures-before-critical".into(),
+        "3".into(),
+        "--success-before-passing".into(),
+        "2".into(),
+    ]);
     let out = run_check(&file_args, &[]).await;
     let wrapped: Value = serde_json::from_str(&out.stdout).expect("JSON");
-    assert_eq!(wrapped["Service"], def);
+    let mut expected = def.clone();
+    let c = expected["Check"].as_object_mut().unwrap();
+    c.remove("FailuresBeforeCritical");
+    c.remove("SuccessBeforePassing");
+    c.insert("failures_before_critical".into(), 3.into());
+    c.insert("success_before_passing".into(), 2.into());
+    assert_eq!(wrapped["Service"], expected);
+
+    // Outside --print-service-definition they are refused like the other service flags.
+    let mut plain: Vec<String> = a[1..].to_vec();
+    plain.extend(["--failures-before-critical".into(), "3".into()]);
+    let out = run_check(&plain, &[]).await;
+    assert_eq!(out.code, Some(2), "{out:#?}");
+    assert!(
+        out.stdout
+            .contains("--failures-before-critical only apply with --print-service-definition"),
+        "{out:#?}"
+    );
 }
 
 #[tokio::test]

@@ -101,6 +101,17 @@ impl Check {
     }
 }
 
+/// How many results in a row a check's runner needs before the status changes (Consul's
+/// `SuccessBeforePassing`, `FailuresBeforeWarning`, `FailuresBeforeCritical`; 0 = at once).
+/// Consul: agent/checks/check.go StatusHandler (TCP, HTTP, gRPC, Docker, script checks; not
+/// TTL); agent/agent.go addCheck sets an unset FailuresBeforeWarning to FailuresBeforeCritical.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Thresholds {
+    pub success_before_passing: u32,
+    pub failures_before_warning: u32,
+    pub failures_before_critical: u32,
+}
+
 /// What the agent runs for a check.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CheckDef {
@@ -108,11 +119,13 @@ pub enum CheckDef {
         addr: String,
         interval: Duration,
         timeout: Duration,
+        thresholds: Thresholds,
     },
     Script {
         args: Vec<String>,
         interval: Duration,
         timeout: Duration,
+        thresholds: Thresholds,
     },
     Ttl {
         ttl: Duration,

@@ -18,17 +18,68 @@ use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
 use crate::Shared;
-use crate::catalog::{CRITICAL, CheckDef, OUTPUT_MAX, PASSING, Runner, WARNING};
+use crate::catalog::{CRITICAL, CheckDef, OUTPUT_MAX, PASSING, Runner, Thresholds, WARNING};
+
+/// Consul's `StatusHandler` (agent/checks/check.go): a result changes the check only once it
+/// has come that many times in a row. The counters start at the thresholds, so the first run
+/// after a (re)start updates at once. A run below its threshold changes nothing at all, output
+/// included (`UpdateCheck` is not called).
+#[derive(Debug)]
+pub(crate) struct StatusHandler {
+    thresholds: Thresholds,
+    successes: u32,
+    failures: u32,
+}
+
+impl StatusHandler {
+    pub(crate) fn new(thresholds: Thresholds) -> Self {
+        StatusHandler {
+            thresholds,
+            successes: thresholds.success_before_passing,
+            failures: thresholds.failures_before_critical,
+        }
+    }
+
+    /// The status to store for this run's result, or `None` while below a threshold.
+    pub(crate) fn update(&mut self, status: &'static str) -> Option<&'static str> {
+        let t = self.thresholds;
+        if status == PASSING || status == WARNING {
+            self.successes = self.successes.saturating_add(1);
+            self.failures = 0;
+            (self.successes >= t.success_before_passing).then_some(status)
+        } else {
+            self.failures = self.failures.saturating_add(1);
+            self.successes = 0;
+            if self.failures >= t.failures_before_critical {
+                Some(status)
+            } else if self.failures >= t.failures_before_warning {
+                Some(WARNING)
+            } else {
+                None
+            }
+        }
+    }
+}
 
 /// Spawns the runner of one TCP/script check.
 pub(crate) fn spawn_runner(shared: &Arc<Shared>, runner: Runner) {
     let shared = shared.clone();
     tokio::spawn(async move {
         let Runner { key, def, cancel } = runner;
-        let interval = match &def {
-            CheckDef::Tcp { interval, .. } | CheckDef::Script { interval, .. } => *interval,
+        let (interval, thresholds) = match &def {
+            CheckDef::Tcp {
+                interval,
+                thresholds,
+                ..
+            }
+            | CheckDef::Script {
+                interval,
+                thresholds,
+                ..
+            } => (*interval, *thresholds),
             _ => return,
         };
+        let mut handler = StatusHandler::new(thresholds);
         let stagger = Duration::from_nanos(fastrand::u64(0..interval.as_nanos().max(1) as u64));
         let mut next = Instant::now() + stagger;
         loop {
@@ -43,6 +94,11 @@ pub(crate) fn spawn_runner(shared: &Arc<Shared>, runner: Runner) {
                 _ = shared.shutdown.cancelled() => return,
             };
             tracing::debug!(check = %key.1, node = %key.0, status, "check ran");
+            next = Instant::now() + interval;
+            let Some(status) = handler.update(status) else {
+                tracing::debug!(check = %key.1, node = %key.0, "check result below its threshold");
+                continue;
+            };
             let interval_sync = shared.cfg.check_update_interval;
             shared.write(|s| {
                 if !cancel.is_cancelled() {

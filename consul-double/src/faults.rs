@@ -1,6 +1,9 @@
 //! Fault switches and request counters, reachable from tests through [`Faults`] and from
 //! other processes through `/_double/fault/*` and `/_double/requests` (see [`crate::http`]).
 //!
+//! Every API request is also remembered with its query string ([`Faults::requests`]), so a
+//! test can check what a client sent (`wait`, `index`, `filter`, …).
+//!
 //! Faults apply to every `/v1/*` answer and, where they make sense, to DNS: `pause` holds
 //! requests and answers (blocked queries stay blocked; DNS too), `latency` delays each HTTP
 //! request and DNS query, `fail_with` answers every API request with a fixed status and body
@@ -71,6 +74,34 @@ pub(crate) struct FaultState {
     dns_servfail: AtomicBool,
     /// Requests seen per path (HTTP path, or `dns:<qname>`).
     counts: Mutex<HashMap<String, u64>>,
+    /// The last [`REQUEST_LOG_MAX`] API requests, in arrival order.
+    log: Mutex<std::collections::VecDeque<SeenRequest>>,
+}
+
+/// How many API requests [`Faults::requests`] remembers.
+pub const REQUEST_LOG_MAX: usize = 100_000;
+
+/// One API request as the double received it (for tests that check what a client sends).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenRequest {
+    /// Decoded path, e.g. `/v1/health/service/mysql`.
+    pub path: String,
+    /// The query string as sent (still percent-encoded).
+    pub raw_query: String,
+    /// The decoded query pairs, in order (a bare flag has an empty value).
+    pub query: Vec<(String, String)>,
+    /// When it arrived.
+    pub at: Instant,
+}
+
+impl SeenRequest {
+    /// The first value of query parameter `key`.
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 impl Default for FaultState {
@@ -84,6 +115,7 @@ impl Default for FaultState {
             latency: Mutex::new(Duration::ZERO),
             dns_servfail: AtomicBool::new(false),
             counts: Mutex::new(HashMap::new()),
+            log: Mutex::new(std::collections::VecDeque::new()),
         }
     }
 }
@@ -100,6 +132,23 @@ impl FaultState {
     pub(crate) fn count(&self, path: &str) {
         let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         *c.entry(path.to_string()).or_default() += 1;
+    }
+
+    /// Remembers an API request (path and query string) for [`Faults::requests`].
+    pub(crate) fn log_request(&self, path: &str, raw_query: &str) {
+        let query = form_urlencoded::parse(raw_query.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        if log.len() == REQUEST_LOG_MAX {
+            log.pop_front();
+        }
+        log.push_back(SeenRequest {
+            path: path.to_string(),
+            raw_query: raw_query.to_string(),
+            query,
+            at: Instant::now(),
+        });
     }
 
     pub(crate) fn fail_with(&self) -> Option<(u16, String)> {
@@ -349,6 +398,19 @@ impl Faults {
             .filter(|(p, _)| p.starts_with(prefix))
             .map(|(_, n)| *n)
             .sum()
+    }
+
+    /// The API requests (not `/_double/*`, not DNS) whose path starts with `prefix`, oldest
+    /// first, with their query strings (at most the last [`REQUEST_LOG_MAX`] of all requests).
+    pub fn requests(&self, prefix: &str) -> Vec<SeenRequest> {
+        self.state()
+            .log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|r| r.path.starts_with(prefix))
+            .cloned()
+            .collect()
     }
 
     /// Current raft index of the store (for tests that compare indexes).

@@ -31,6 +31,7 @@
 //! - [`DoubleConfig`]: `acl_token` (management token) and `acl_tokens` (tokens with prefix
 //!   rules, [`AclToken`]), `use_streaming_backend` (default true, as Consul), `http_unix`
 //!   (unix socket), `https` + `tls` ([`TlsConfig`], `verify_incoming`).
+//! - [`Faults::requests`]: every API request with its query string, for tests of a client.
 //! - [`Faults`]: transport faults (pause, latency, fail_with, garbage, SERVFAIL, snapshot
 //!   restore), the server the agent reaches ([`ServerState`]: leader, follower, lost
 //!   leader), and node events ([`crate::agents`]: leave, restart, crash, partition, heal,
@@ -43,9 +44,12 @@
 //!   endpoints for the fault switches and request counters.
 //! - One datacenter and one server; it is the leader unless a test says otherwise
 //!   ([`Faults::set_server_state`]). Writes are not affected by a lost leader.
-//! - `filter` is accepted and ignored; `near` only selects the RPC backend for health;
+//! - `filter` supports a subset of Consul's expression language ([`filter`]: `==`, `!=`,
+//!   `contains`, `in`, `is empty`, `and`/`or`/`not` on node and service fields, tags and meta)
+//!   on health and catalog reads; `near` only selects the RPC backend for health;
 //!   HTTP/gRPC/UDP/alias checks are rejected with 400; ACL management endpoints, Connect,
-//!   peering, namespaces, prepared-query templates and remote-datacenter failover are absent.
+//!   peering (`peer` is ignored), prepared-query templates and remote-datacenter failover are
+//!   absent; namespaces and partitions are refused with 400 as Consul CE does.
 //! - ACL rules are prefix rules only (no exact-name rules); with ACLs on, the default policy
 //!   is `deny`. DNS ignores ACLs (the agent's own token is assumed to read).
 //! - KV keys are not validated (newer Consul rejects some characters and file extensions).
@@ -66,6 +70,7 @@ pub mod checks;
 pub mod dns;
 pub mod duration;
 pub mod faults;
+pub mod filter;
 pub mod http;
 pub mod kv;
 pub mod query;
@@ -84,7 +89,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use acl::{Access, AclToken, Policy, Resource};
-pub use faults::{Faults, ServerState};
+pub use faults::{Faults, SeenRequest, ServerState};
 
 use crate::store::Store;
 

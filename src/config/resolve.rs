@@ -353,13 +353,7 @@ fn resolve_dns(s: &Settings, default_port: u16) -> Result<DnsConfig, ConfigError
             format!("`{name}` is not a valid DNS name"),
         ));
     }
-    let record = s.dns_record.unwrap_or(
-        if name.starts_with('_') || name.ends_with(".service.consul") {
-            DnsRecord::Srv
-        } else {
-            DnsRecord::A
-        },
-    );
+    let record = s.dns_record.unwrap_or(default_dns_record(&name));
     let interval = nonzero("dns_interval", s.dns_interval)?;
     let timeout = nonzero("dns_timeout", s.dns_timeout)?;
     Ok(DnsConfig {
@@ -372,9 +366,42 @@ fn resolve_dns(s: &Settings, default_port: u16) -> Result<DnsConfig, ConfigError
     })
 }
 
+/// SRV for the names Consul answers with a port (`agent/dns.go` `dispatch`: the `service` and
+/// `query` lookups, `serviceSRVRecords`): RFC 2782 `_<svc>._<tag>…`, `[<tag>.]<svc>.service[.<dc>
+/// …].consul` and `<query>.query[.<dc>].consul`; A/AAAA (with `default_port`) for anything else.
+/// `name` is lower case, without the final dot.
+fn default_dns_record(name: &str) -> DnsRecord {
+    let labels: Vec<&str> = name.split('.').collect();
+    let consul_lookup = labels.last() == Some(&"consul")
+        && labels.len() >= 3
+        && labels[1..labels.len() - 1]
+            .iter()
+            .any(|l| *l == "service" || *l == "query");
+    if name.starts_with('_') || consul_lookup {
+        DnsRecord::Srv
+    } else {
+        DnsRecord::A
+    }
+}
+
 /// `127.0.0.1:8500` → `http://127.0.0.1:8500`; keeps an explicit scheme; drops a trailing `/`.
+/// `unix:///path/to/consul.sock` (the agent's `addresses.http = "unix://…"`, which Consul's
+/// client accepts in `CONSUL_HTTP_ADDR`: `api/api.go` `NewClient`) is kept as it is; its path
+/// must be absolute.
 fn normalize_consul_address(address: &str) -> Result<String, ConfigError> {
-    let address = address.trim().trim_end_matches('/');
+    let address = address.trim();
+    if let Some(path) = address.strip_prefix("unix://") {
+        if !path.starts_with('/') || path.len() < 2 {
+            return Err(invalid(
+                "consul",
+                format!(
+                    "`{address}` is not a unix socket address like unix:///var/run/consul.sock (the path must be absolute)"
+                ),
+            ));
+        }
+        return Ok(address.to_owned());
+    }
+    let address = address.trim_end_matches('/');
     let with_scheme = if address.contains("://") {
         address.to_owned()
     } else {
@@ -388,7 +415,9 @@ fn normalize_consul_address(address: &str) -> Result<String, ConfigError> {
     if !ok {
         return Err(invalid(
             "consul",
-            format!("`{address}` is not an agent address like http://127.0.0.1:8500"),
+            format!(
+                "`{address}` is not an agent address like http://127.0.0.1:8500 or unix:///var/run/consul.sock"
+            ),
         ));
     }
     Ok(with_scheme)
@@ -548,6 +577,131 @@ mod tests {
             consul(&c).addresses,
             vec!["http://127.0.0.2:8500".to_owned()]
         );
+    }
+
+    #[test]
+    fn unix_socket_agent_addresses_are_kept() {
+        let c = Config::resolve(Settings {
+            consul: Some(vec![
+                "unix:///run/consul/http.sock".into(),
+                "127.0.0.1:8500".into(),
+            ]),
+            ..Settings::default()
+        })
+        .unwrap();
+        assert_eq!(
+            consul(&c).addresses,
+            vec![
+                "unix:///run/consul/http.sock".to_owned(),
+                "http://127.0.0.1:8500".to_owned()
+            ]
+        );
+        for bad in ["unix://relative.sock", "unix://", "unix:///"] {
+            let err = Config::resolve(Settings {
+                consul: Some(vec![bad.into()]),
+                ..Settings::default()
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("`consul`") && err.contains("absolute"),
+                "{bad}: {err}"
+            );
+        }
+        // CONSUL_HTTP_ADDR=unix://… as Consul's client takes it; CONSUL_HTTP_SSL does not touch it.
+        let env = |name: &str| match name {
+            "CONSUL_HTTP_ADDR" => Some("unix:///tmp/consul.sock".to_owned()),
+            "CONSUL_HTTP_SSL" => Some("true".to_owned()),
+            _ => None,
+        };
+        let c = Config::resolve(Settings::from_consul_env(env).unwrap()).unwrap();
+        assert_eq!(
+            consul(&c).addresses,
+            vec!["unix:///tmp/consul.sock".to_owned()]
+        );
+    }
+
+    /// A file holding `text`, removed when the returned guard drops.
+    fn token_file(text: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), text).unwrap();
+        file
+    }
+
+    #[test]
+    fn the_token_file_wins_over_the_token_whichever_layer_set_each() {
+        let token = |s: Settings| {
+            let c = Config::resolve(s).unwrap();
+            consul(&c).token.as_ref().map(|t| t.expose().to_owned())
+        };
+        let file = token_file("  from-file\n");
+        let path = file.path().to_str().unwrap().to_owned();
+        // The file from CONSUL_HTTP_TOKEN_FILE (lowest layer), the token from a flag (highest).
+        let eco = Settings::from_consul_env(|name| {
+            (name == "CONSUL_HTTP_TOKEN_FILE").then(|| path.clone())
+        })
+        .unwrap();
+        let flag = Settings {
+            consul_token: Some(Secret::new("from-flag")),
+            ..Settings::default()
+        };
+        assert_eq!(token(eco.overlay(flag)).as_deref(), Some("from-file"));
+        // The file from the TOML file, the token from CONSUL_HTTP_TOKEN.
+        let eco = Settings::from_consul_env(|name| {
+            (name == "CONSUL_HTTP_TOKEN").then(|| "from-env".to_owned())
+        })
+        .unwrap();
+        let toml = Settings::from_toml(&format!("consul_token_file = {path:?}")).unwrap();
+        assert_eq!(
+            token(eco.clone().overlay(toml)).as_deref(),
+            Some("from-file")
+        );
+        // An empty file means "no token in the file": the token applies.
+        let empty = token_file(" \n");
+        let toml = Settings {
+            consul_token_file: Some(empty.path().to_owned()),
+            ..Settings::default()
+        };
+        assert_eq!(token(eco.overlay(toml)).as_deref(), Some("from-env"));
+        assert_eq!(token(Settings::default()), None);
+    }
+
+    #[test]
+    fn srv_is_the_default_for_consul_service_and_query_names() {
+        for name in [
+            "_mysql._primary.service.consul",
+            "primary.mysql.service.consul",
+            "mysql.service.consul",
+            "mysql.service.dc2.consul",
+            "primary.mysql.service.dc2.consul",
+            "mysql-primary.query.consul",
+            "mysql-primary.query.dc1.consul",
+            "_db._tcp.example.com",
+        ] {
+            assert_eq!(default_dns_record(name), DnsRecord::Srv, "{name}");
+        }
+        for name in [
+            "db1.node.consul",
+            "7f000001.addr.dc1.consul",
+            "service.consul",
+            "primary.db.example.com",
+            "query.example.com",
+        ] {
+            assert_eq!(default_dns_record(name), DnsRecord::A, "{name}");
+        }
+        let c = Config::resolve(Settings {
+            discovery: Some(DiscoveryKind::Dns),
+            dns_name: Some("Mysql-Primary.Query.Consul.".into()),
+            ..Settings::default()
+        })
+        .unwrap();
+        match c.discovery {
+            Discovery::Dns(dns) => {
+                assert_eq!(dns.record, DnsRecord::Srv);
+                assert_eq!(dns.name, "mysql-primary.query.consul.");
+            }
+            other => panic!("expected dns discovery, got {other:?}"),
+        }
     }
 
     #[test]

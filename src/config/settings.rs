@@ -190,7 +190,7 @@ pub struct Settings {
     #[arg(long, env = "CONSUL_MYSQL_PROXY_DNS_SERVER", value_name = "ADDR")]
     pub dns_server: Option<SocketAddr>,
 
-    /// Record type: a (A/AAAA + default_port) or srv [default: srv for `_…` and `*.service.consul` names, else a]
+    /// Record type: a (A/AAAA + default_port) or srv [default: srv for `_…`, `*.service[.<dc>].consul` and `*.query[.<dc>].consul` names, else a]
     #[arg(long, env = "CONSUL_MYSQL_PROXY_DNS_RECORD", value_enum)]
     pub dns_record: Option<DnsRecord>,
 

@@ -7,12 +7,15 @@
 //! differ by `Service.Address`. Fault switches exist only on the double: tests that need them
 //! call [`TestConsul::faults`] and skip with a printed reason when it is `None`.
 //! Both run with script checks enabled and `check_update_interval = 0s`, so check output
-//! reaches the catalog at once.
+//! reaches the catalog at once. [`TestConsul::start_with`] sets either up like a production
+//! agent ([`AgentSetup`]: a unix socket, HTTPS with `verify_incoming`, ACLs with tokens,
+//! `use_streaming_backend`): the double through its config, a real agent through `-hcl`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use consul_double::{ConsulDouble, DoubleConfig, Faults};
+use consul_double::{AclToken, ConsulDouble, DoubleConfig, Faults, Policy, TlsConfig};
 use serde_json::{Value, json};
 
 /// Upper bound for every wait this helper does.
@@ -132,6 +135,37 @@ impl ServiceDef {
     }
 }
 
+/// How the agent is set up beyond the defaults, for both the double and a real agent
+/// (`CONSUL_BIN`): the same settings a production agent would have in its configuration.
+#[derive(Debug, Clone)]
+pub struct AgentSetup {
+    /// Also serve the HTTP API on this unix socket (`addresses.http = "… unix://<path>"`).
+    pub http_unix: Option<PathBuf>,
+    /// An HTTPS listener (`ports.https`, `tls.defaults.{cert,key,ca}_file`,
+    /// `tls.https.verify_incoming`).
+    pub tls: Option<TlsConfig>,
+    /// ACLs on with default policy `deny` and this management token, which the helper itself
+    /// uses for every call (`acl.tokens.initial_management`, also the agent's own token).
+    pub acl_management: Option<String>,
+    /// More tokens with prefix rules; their secrets must be UUIDs (a real agent takes only
+    /// those as `SecretID`).
+    pub acl_tokens: Vec<AclToken>,
+    /// Consul's `use_streaming_backend` (default true).
+    pub use_streaming_backend: bool,
+}
+
+impl Default for AgentSetup {
+    fn default() -> Self {
+        AgentSetup {
+            http_unix: None,
+            tls: None,
+            acl_management: None,
+            acl_tokens: Vec::new(),
+            use_streaming_backend: true,
+        }
+    }
+}
+
 enum Backend {
     Double(ConsulDouble),
     Real {
@@ -146,6 +180,12 @@ pub struct TestConsul {
     http: reqwest::Client,
     base: String,
     dns: SocketAddr,
+    /// `https://127.0.0.1:<port>` when the agent has an HTTPS listener.
+    https: Option<String>,
+    /// The unix socket the HTTP API also listens on.
+    unix: Option<PathBuf>,
+    /// The token the helper sends on its own calls (ACLs on).
+    token: Option<String>,
 }
 
 fn client() -> reqwest::Client {
@@ -172,9 +212,24 @@ fn free_port(udp: bool) -> u16 {
 impl TestConsul {
     /// The double (in process), or a real dev agent when `CONSUL_BIN` is set.
     pub async fn start() -> TestConsul {
+        Self::start_with(AgentSetup::default()).await
+    }
+
+    /// Like [`TestConsul::start`], with the agent set up as `setup` says.
+    pub async fn start_with(setup: AgentSetup) -> TestConsul {
         match std::env::var_os("CONSUL_BIN") {
-            Some(bin) => Self::start_real(bin).await,
-            None => Self::start_double(DoubleConfig::default()).await,
+            Some(bin) => Self::start_real(bin, &setup).await,
+            None => {
+                let cfg = DoubleConfig {
+                    http_unix: setup.http_unix.clone(),
+                    tls: setup.tls.clone(),
+                    acl_token: setup.acl_management.clone(),
+                    acl_tokens: setup.acl_tokens.clone(),
+                    use_streaming_backend: setup.use_streaming_backend,
+                    ..DoubleConfig::default()
+                };
+                Self::start_double(cfg).await
+            }
         }
     }
 
@@ -192,15 +247,19 @@ impl TestConsul {
         TestConsul {
             base: double.base_url(),
             dns: double.dns_addr(),
+            https: double.https_url(),
+            unix: double.unix_socket().map(|p| p.to_owned()),
+            token: double.config().acl_token.clone(),
             backend: Backend::Double(double),
             http: client(),
         }
     }
 
-    async fn start_real(bin: std::ffi::OsString) -> TestConsul {
+    async fn start_real(bin: std::ffi::OsString, setup: &AgentSetup) -> TestConsul {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = std::fs::File::create(dir.path().join("consul.log")).expect("log file");
         let (http, dns) = (free_port(false), free_port(true));
+        let https = setup.tls.as_ref().map(|_| free_port(false));
         let mut cmd = tokio::process::Command::new(&bin);
         cmd.arg("agent")
             .arg("-dev")
@@ -213,6 +272,9 @@ impl TestConsul {
             ("-serf-wan-port", free_port(true)),
         ] {
             cmd.arg(flag).arg(port.to_string());
+        }
+        for hcl in real_agent_hcl(setup, dir.path(), https) {
+            cmd.args(["-hcl", &hcl]);
         }
         cmd.args(["-grpc-port", "-1"])
             .args(["-hcl", "enable_script_checks = true"])
@@ -248,15 +310,123 @@ impl TestConsul {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        TestConsul {
+        let consul = TestConsul {
             base,
             dns: SocketAddr::from(([127, 0, 0, 1], dns)),
+            https: https.map(|p| format!("https://127.0.0.1:{p}")),
+            unix: setup.http_unix.clone(),
+            token: setup.acl_management.clone(),
             http: http_client,
             backend: Backend::Real {
                 _child: child,
                 _dir: dir,
             },
+        };
+        for (n, token) in setup.acl_tokens.iter().enumerate() {
+            consul.create_real_token(n, token).await;
         }
+        consul
+    }
+
+    /// Creates `token` on a real agent: a policy with its prefix rules, then a token with its
+    /// secret (retried while the ACL system is still bootstrapping).
+    async fn create_real_token(&self, n: usize, token: &AclToken) {
+        let word = |p: Policy| match p {
+            Policy::Deny => "deny",
+            Policy::Read => "read",
+            Policy::Write => "write",
+        };
+        let mut rules = String::new();
+        for (kind, list) in [
+            ("node_prefix", &token.node_prefix),
+            ("service_prefix", &token.service_prefix),
+            ("key_prefix", &token.key_prefix),
+            ("session_prefix", &token.session_prefix),
+            ("agent_prefix", &token.agent_prefix),
+            ("query_prefix", &token.query_prefix),
+        ] {
+            for (prefix, policy) in list {
+                rules.push_str(&format!(
+                    "{kind} {prefix:?} {{ policy = {:?} }}\n",
+                    word(*policy)
+                ));
+            }
+        }
+        let deadline = tokio::time::Instant::now() + LIMIT;
+        let policy_id = loop {
+            let r = self
+                .authed(self.http.put(format!("{}/v1/acl/policy", self.base)))
+                .body(json!({"Name": format!("test-policy-{n}"), "Rules": rules}).to_string())
+                .send()
+                .await;
+            if let Ok(r) = r
+                && r.status().is_success()
+            {
+                let v: Value = r.json().await.expect("policy JSON");
+                break v["ID"].as_str().expect("policy ID").to_owned();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "cannot create ACL policy {n}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let body = json!({"SecretID": token.secret, "Policies": [{"ID": policy_id}]});
+        let r = self
+            .authed(self.http.put(format!("{}/v1/acl/token", self.base)))
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("create ACL token");
+        assert!(r.status().is_success(), "create ACL token: {}", r.status());
+    }
+
+    /// Adds the helper's own token (ACLs on) to a request.
+    fn authed(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(t) => rb.header("X-Consul-Token", t),
+            None => rb,
+        }
+    }
+
+    /// `https://127.0.0.1:<port>` of the HTTPS listener ([`AgentSetup::tls`]).
+    pub fn https_url(&self) -> String {
+        self.https.clone().expect("agent started with TLS")
+    }
+
+    /// `unix://<path>` of the HTTP unix socket ([`AgentSetup::http_unix`]).
+    pub fn unix_url(&self) -> String {
+        let path = self
+            .unix
+            .as_ref()
+            .expect("agent started with a unix socket");
+        format!("unix://{}", path.display())
+    }
+
+    /// The double's request log (`None` against a real agent): what the proxy sent.
+    pub fn requests(&self, prefix: &str) -> Option<Vec<consul_double::SeenRequest>> {
+        self.faults().map(|f| f.requests(prefix))
+    }
+
+    /// `POST /v1/query`: a prepared query named `name` for passing instances of `service`
+    /// tagged `tags`; returns its ID.
+    pub async fn create_query(&self, name: &str, service: &str, tags: &[&str]) -> String {
+        let body = json!({
+            "Name": name,
+            "Service": {"Service": service, "Tags": tags, "OnlyPassing": true},
+            "DNS": {"TTL": "0s"},
+        });
+        let url = format!("{}/v1/query", self.base);
+        let r = self
+            .authed(self.http.post(&url))
+            .body(body.to_string())
+            .timeout(LIMIT)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+        assert!(r.status().is_success(), "POST {url}: {}", r.status());
+        let v: Value = r.json().await.expect("query JSON");
+        v["ID"].as_str().expect("query ID").to_owned()
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -293,7 +463,12 @@ impl TestConsul {
 
     async fn put(&self, path_and_query: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
         let url = format!("{}{path_and_query}", self.base);
-        let r = self.http.put(&url).body(body).timeout(LIMIT).send().await;
+        let r = self
+            .authed(self.http.put(&url))
+            .body(body)
+            .timeout(LIMIT)
+            .send()
+            .await;
         let r = r.unwrap_or_else(|e| panic!("PUT {url}: {e}"));
         if !r.status().is_success() {
             let status = r.status();
@@ -363,7 +538,11 @@ impl TestConsul {
 
     pub async fn kv_delete(&self, key: &str) {
         let url = format!("{}/v1/kv/{key}", self.base);
-        let r = self.http.delete(&url).timeout(LIMIT).send().await;
+        let r = self
+            .authed(self.http.delete(&url))
+            .timeout(LIMIT)
+            .send()
+            .await;
         assert!(
             r.unwrap_or_else(|e| panic!("DELETE {url}: {e}"))
                 .status()
@@ -419,7 +598,12 @@ impl TestConsul {
             q.push(("wait", "5s".into()));
         }
         let url = format!("{}/v1/health/service/{svc}", self.base);
-        let r = self.http.get(&url).query(&q).timeout(LIMIT).send().await;
+        let r = self
+            .authed(self.http.get(&url))
+            .query(&q)
+            .timeout(LIMIT)
+            .send()
+            .await;
         let r = r.unwrap_or_else(|e| panic!("GET {url}: {e}"));
         assert!(r.status().is_success(), "GET {url}: {}", r.status());
         let idx = r
@@ -476,4 +660,44 @@ impl TestConsul {
         self.check_fail("service:mysql-a").await;
         self.check_pass("service:mysql-b").await;
     }
+}
+
+/// The `-hcl` snippets that give a real agent what `setup` asks for (its PEM files go to
+/// `dir`).
+fn real_agent_hcl(setup: &AgentSetup, dir: &std::path::Path, https: Option<u16>) -> Vec<String> {
+    let mut hcl = Vec::new();
+    if let Some(path) = &setup.http_unix {
+        hcl.push(format!(
+            "addresses {{ http = \"127.0.0.1 unix://{}\" }}",
+            path.display()
+        ));
+    }
+    if let (Some(tls), Some(port)) = (&setup.tls, https) {
+        let write = |name: &str, pem: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, pem).unwrap();
+            path.display().to_string()
+        };
+        let cert = write("agent.pem", &tls.cert_pem);
+        let key = write("agent-key.pem", &tls.key_pem);
+        let ca = tls
+            .ca_pem
+            .as_deref()
+            .map(|pem| format!("ca_file = {:?}", write("ca.pem", pem)))
+            .unwrap_or_default();
+        hcl.push(format!("ports {{ https = {port} }}"));
+        hcl.push(format!(
+            "tls {{ defaults {{ cert_file = {cert:?} key_file = {key:?} {ca} }} https {{ verify_incoming = {} }} }}",
+            tls.verify_incoming
+        ));
+    }
+    if let Some(token) = &setup.acl_management {
+        hcl.push(format!(
+            "acl {{ enabled = true default_policy = \"deny\" tokens {{ initial_management = {token:?} agent = {token:?} }} }}"
+        ));
+    }
+    if !setup.use_streaming_backend {
+        hcl.push("use_streaming_backend = false".to_owned());
+    }
+    hcl
 }

@@ -11,6 +11,8 @@ pub mod fastpath;
 pub mod mariadb;
 /// A network namespace as a second host behind a link that can be cut or degraded.
 pub mod netns;
+/// Test certificate authorities and certificates (rcgen) for Consul's TLS settings.
+pub mod pki;
 /// `/proc` facts about a process: open descriptors, resident memory.
 pub mod process;
 /// The proxy binary under test, its captured log and its command line.

@@ -7,9 +7,14 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// Path of the proxy binary: the one cargo built for these tests, or (for the demo, an
-/// example) `$CONSUL_MYSQL_PROXY_BIN`, else the binary next to the running example's directory.
+/// Path of the proxy binary: `$CONSUL_MYSQL_PROXY_TEST_BIN` when set (to measure another
+/// build, e.g. an older commit, with the same test), else the one cargo built for these tests,
+/// or (for the demo, an example) `$CONSUL_MYSQL_PROXY_BIN`, else the binary next to the running
+/// example's directory.
 pub fn binary() -> String {
+    if let Ok(path) = std::env::var("CONSUL_MYSQL_PROXY_TEST_BIN") {
+        return path;
+    }
     if let Some(path) = option_env!("CARGO_BIN_EXE_consul-mysql-proxy") {
         return path.to_owned();
     }

@@ -112,6 +112,21 @@ pub(super) fn map_field(obj: &Value, name: &str) -> Result<BTreeMap<String, Stri
     }
 }
 
+/// A non-negative integer field (Go `int`; absent = 0).
+pub(super) fn count_field(obj: &Value, name: &str) -> Result<u32, Bad> {
+    match field(obj, name) {
+        None => Ok(0),
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(i) if i <= 0 => Ok(0),
+            Some(i) => Ok(u32::try_from(i).unwrap_or(u32::MAX)),
+            None => Err(decode_err(&format!("json: cannot unmarshal {name}"))),
+        },
+        Some(_) => Err(decode_err(&format!(
+            "json: cannot unmarshal {name}: expected a number"
+        ))),
+    }
+}
+
 /// A duration field: Go duration string or integer nanoseconds.
 pub(super) fn duration_field(obj: &Value, name: &str) -> Result<Option<Duration>, Bad> {
     match field(obj, name) {
@@ -180,6 +195,17 @@ pub(super) fn parse_check(shared: &Shared, v: &Value) -> Result<Option<CheckReg>
     let interval = duration_field(v, "Interval")?;
     let timeout = duration_field(v, "Timeout")?;
     let deregister_after = duration_field(v, "DeregisterCriticalServiceAfter")?;
+    let failures_before_critical = count_field(v, "FailuresBeforeCritical")?;
+    let thresholds = Thresholds {
+        success_before_passing: count_field(v, "SuccessBeforePassing")?,
+        // Consul: agent/agent.go addCheck — "FailuresBeforeWarning has to default to same value
+        // as FailuresBeforeCritical".
+        failures_before_warning: match count_field(v, "FailuresBeforeWarning")? {
+            0 => failures_before_critical,
+            n => n,
+        },
+        failures_before_critical,
+    };
     let invalid_interval = || {
         (
             400,
@@ -201,6 +227,7 @@ pub(super) fn parse_check(shared: &Shared, v: &Value) -> Result<Option<CheckReg>
                 addr: tcp,
                 interval: iv,
                 timeout: to,
+                thresholds,
             },
             "tcp",
             duration::format(iv),
@@ -214,7 +241,10 @@ pub(super) fn parse_check(shared: &Shared, v: &Value) -> Result<Option<CheckReg>
         if !shared.cfg.enable_script_checks {
             return Err((
                 500,
-                "Scripts are disabled on this agent; to enable, configure 'enable_script_checks' or 'enable_local_script_checks' to true".to_string(),
+                // Consul: agent/agent.go addCheck — a registration over the HTTP API is a
+                // remote source, admitted only by `enable_script_checks`
+                // (`enable_local_script_checks` admits the agent's own config files).
+                "Scripts are disabled on this agent from remote calls; to enable, configure 'enable_script_checks' to true".to_string(),
             ));
         }
         let to = timeout
@@ -225,6 +255,7 @@ pub(super) fn parse_check(shared: &Shared, v: &Value) -> Result<Option<CheckReg>
                 args,
                 interval: iv,
                 timeout: to,
+                thresholds,
             },
             "script",
             duration::format(iv),

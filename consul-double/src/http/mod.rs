@@ -38,8 +38,8 @@ use crate::Shared;
 use crate::acl::{Access, Resource};
 use crate::blocking::{self, BadRequest, QueryOptions};
 use crate::catalog::{
-    CRITICAL, Check, CheckDef, CheckReg, HealthEntry, Node, PASSING, Service, ServiceReg, WARNING,
-    tagged_service_addresses,
+    CRITICAL, Check, CheckDef, CheckReg, HealthEntry, Node, PASSING, Service, ServiceReg,
+    Thresholds, WARNING, tagged_service_addresses,
 };
 use crate::duration;
 use crate::faults::Garbage;
@@ -395,6 +395,9 @@ async fn handle_inner(shared: Arc<Shared>, req: Request) -> Response {
     if let Some(rest) = path.strip_prefix("/_double/") {
         return control(&shared, rest, &q);
     }
+    shared
+        .faults
+        .log_request(&path, parts.uri.query().unwrap_or(""));
     let mut resp = api_with_faults(&shared, &method, &path, &q, &parts.headers, body).await;
     // Consul: agent/http.go wrap → setACLDefaultPolicy on every API response
     // (`acl.default_policy`: "allow" unless ACLs are on; the double then uses "deny").
@@ -493,6 +496,12 @@ async fn api(
             _ => text(404, "404 page not found\n"),
         };
     }
+    let reads_scoped = ["/v1/health/", "/v1/catalog/", "/v1/kv", "/v1/query"]
+        .iter()
+        .any(|p| path.starts_with(p));
+    if reads_scoped && let Some(r) = enterprise_meta(headers, q) {
+        return r;
+    }
     let who = caller(shared, headers, q);
     if matches!(who, Caller::UnknownToken) {
         return text(403, "ACL not found");
@@ -538,6 +547,31 @@ async fn api(
         return query_endpoint(shared, method, path, q, body, &who).await;
     }
     text(404, "404 page not found\n")
+}
+
+/// Consul CE (the double is CE): a namespace or an admin partition in a request is refused
+/// before anything else (Consul: agent/http_ce.go parseEntMeta, parseEntMetaPartition;
+/// agent/http.go BadRequestError → `400 Bad request: <reason>`).
+fn enterprise_meta(headers: &HeaderMap, q: &Query) -> Option<Response> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| !v.is_empty())
+    };
+    let param = |name: &str| q.get(name).is_some_and(|v| !v.is_empty());
+    let reason = if header("x-consul-namespace") {
+        "Invalid header: \"X-Consul-Namespace\" - Namespaces are a Consul Enterprise feature"
+    } else if param("ns") {
+        "Invalid query parameter: \"ns\" - Namespaces are a Consul Enterprise feature"
+    } else if header("x-consul-partition") {
+        "Invalid header: \"X-Consul-Partition\" - Partitions are a Consul Enterprise feature"
+    } else if param("partition") {
+        "Invalid query parameter: \"partition\" - Partitions are a Consul Enterprise feature"
+    } else {
+        return None;
+    };
+    Some(text(400, format!("Bad request: {reason}")))
 }
 
 fn control(shared: &Arc<Shared>, rest: &str, q: &Query) -> Response {

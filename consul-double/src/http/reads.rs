@@ -55,9 +55,26 @@ pub(super) async fn health_service(
     if svc.is_empty() {
         return text(400, "Missing service name");
     }
+    let dc = shared.cfg.datacenter.clone();
+    let expr = match compile_filter(q, |sel| {
+        crate::filter::health_select(&DUMMY_ENTRY, &dc, sel).is_some()
+    }) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
     let tags = q.all("tag");
     let (index, mut entries) = blocking::run(shared, &opts, |s: &Store| s.health(svc, &tags)).await;
     let filtered = acl_filter(&mut entries, who, |e| (&e.node.name, &e.service.name));
+    if let Some(expr) = &expr {
+        // Consul: agent/consul/health_endpoint.go ServiceNodes — filter.Execute after the ACL
+        // filter; the index stays the result's.
+        entries.retain(|e| {
+            crate::filter::matches(expr, &|sel: &[String]| {
+                crate::filter::health_select(e, &dc, sel)
+                    .unwrap_or(crate::filter::Selected::Missing)
+            })
+        });
+    }
     // Consul parses `passing` after the RPC (see the FIXME in agent/health_endpoint.go).
     let Ok(passing) = bool_param(q, "passing") else {
         return text(400, "Invalid value for ?passing");
@@ -99,11 +116,27 @@ pub(super) async fn catalog_service(
     if svc.is_empty() {
         return text(400, "Missing service name");
     }
+    let dc = &shared.cfg.datacenter;
+    let expr = match compile_filter(q, |sel| {
+        crate::filter::catalog_select(&DUMMY_ENTRY.node, &DUMMY_ENTRY.service, dc, sel).is_some()
+    }) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
     let tags = q.all("tag");
     let (index, mut entries) =
         blocking::run(shared, &opts, |s: &Store| s.catalog(svc, &tags)).await;
     let filtered = acl_filter(&mut entries, who, |(n, s)| (&n.name, &s.name));
-    let dc = &shared.cfg.datacenter;
+    if let Some(expr) = &expr {
+        // Consul: agent/consul/catalog_endpoint.go ServiceNodes — filter.Execute after the ACL
+        // filter.
+        entries.retain(|(n, s)| {
+            crate::filter::matches(expr, &|sel: &[String]| {
+                crate::filter::catalog_select(n, s, dc, sel)
+                    .unwrap_or(crate::filter::Selected::Missing)
+            })
+        });
+    }
     let body = Value::Array(
         entries
             .iter()
@@ -113,6 +146,49 @@ pub(super) async fn catalog_service(
     let r = with_meta(json_resp(&body), shared, index, &opts);
     filtered_by_acl(r, filtered && who.sent_token())
 }
+
+/// `?filter=`, compiled before the query runs (an expression that does not compile fails the
+/// request at once, as Consul's `bexpr.CreateFilter` does before the state read: HTTP 500).
+fn compile_filter(
+    q: &Query,
+    valid: impl Fn(&[String]) -> bool,
+) -> Result<Option<crate::filter::Expr>, Response> {
+    match q.get("filter").filter(|f| !f.trim().is_empty()) {
+        None => Ok(None),
+        Some(src) => crate::filter::compile(src, valid)
+            .map(Some)
+            .map_err(|e| text(500, e)),
+    }
+}
+
+/// An entry to ask "does this selector exist?" of; its values never matter.
+static DUMMY_ENTRY: std::sync::LazyLock<HealthEntry> = std::sync::LazyLock::new(|| HealthEntry {
+    node: Node {
+        name: String::new(),
+        id: String::new(),
+        address: String::new(),
+        tagged_addresses: BTreeMap::new(),
+        meta: BTreeMap::new(),
+        create_index: 0,
+        modify_index: 0,
+    },
+    service: Service {
+        node: String::new(),
+        id: String::new(),
+        name: String::new(),
+        tags: Vec::new(),
+        address: String::new(),
+        tagged_addresses: BTreeMap::new(),
+        meta: BTreeMap::new(),
+        port: 0,
+        weight_passing: 1,
+        weight_warning: 1,
+        enable_tag_override: false,
+        create_index: 0,
+        modify_index: 0,
+    },
+    checks: Vec::new(),
+});
 
 pub(super) fn not_found_with_meta(shared: &Shared, index: u64, opts: &QueryOptions) -> Response {
     let r = (StatusCode::NOT_FOUND, "").into_response();

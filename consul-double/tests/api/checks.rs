@@ -315,3 +315,178 @@ async fn critical_services_are_reaped() {
     let v = wait_health(&d, "reap", |v| v.as_array().unwrap().len() == 1).await;
     assert_eq!(ids(&v), ["kept"]);
 }
+
+/// A scratch directory for a script check's files, removed on drop.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let p = std::env::temp_dir().join(format!("double-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        Scratch(p)
+    }
+    /// The runs so far: `f` for the one failed run, `p` for each passing one.
+    fn runs(&self) -> String {
+        std::fs::read_to_string(self.0.join("runs")).unwrap_or_default()
+    }
+    /// The next run (only that one) fails.
+    fn fail_once(&self) {
+        std::fs::write(self.0.join("fail"), "").unwrap();
+    }
+    /// A check that passes, except once after [`Scratch::fail_once`]; logs each run.
+    fn args(&self) -> Value {
+        let d = self.0.display();
+        json!([
+            "sh",
+            "-c",
+            format!(
+                "if rm {d}/fail 2>/dev/null; then echo f >> {d}/runs; echo failed; exit 2; fi; echo p >> {d}/runs; echo ok"
+            )
+        ])
+    }
+    /// Waits (bounded) until the runs log, after its first `f`, has `passes` passing runs.
+    async fn wait_passes_after_failure(&self, passes: usize) {
+        tokio::time::timeout(LIMIT, async {
+            loop {
+                let runs = self.runs();
+                if let Some(i) = runs.find('f')
+                    && runs[i..].matches('p').count() >= passes
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("check runs");
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn check_modify_index(result: &Value, check_id: &str) -> u64 {
+    result.as_array().unwrap()[0]["Checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["CheckID"] == check_id)
+        .and_then(|c| c["ModifyIndex"].as_u64())
+        .expect("check ModifyIndex")
+}
+
+// Consul: agent/checks/check.go StatusHandler; agent/agent.go addCheck (FailuresBeforeWarning
+// defaults to FailuresBeforeCritical).
+#[tokio::test]
+async fn run_thresholds_delay_status_changes_like_the_status_handler() {
+    let d = start().await;
+    let (once, twice) = (Scratch::new("fbc1"), Scratch::new("fbc2"));
+    for (id, scratch, extra) in [
+        ("fbc-unset", &once, json!({})),
+        ("fbc-2", &twice, json!({"FailuresBeforeCritical": 2})),
+    ] {
+        let mut check = json!({"Args": scratch.args(), "Interval": "300ms"});
+        check
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        register(&d, json!({"ID": id, "Name": id, "Port": 1, "Check": check})).await;
+    }
+    for id in ["fbc-unset", "fbc-2"] {
+        wait_health(&d, id, |v| {
+            check_status(v, &format!("service:{id}")).as_deref() == Some("passing")
+        })
+        .await;
+    }
+    let before: Vec<u64> = {
+        let mut v = Vec::new();
+        for id in ["fbc-unset", "fbc-2"] {
+            let r = get(&d, &format!("/v1/health/service/{id}")).await.json();
+            v.push(check_modify_index(&r, &format!("service:{id}")));
+        }
+        v
+    };
+    // One failed run between passing ones.
+    once.fail_once();
+    twice.fail_once();
+    let seen_critical = wait_health(&d, "fbc-unset", |v| {
+        check_status(v, "service:fbc-unset").as_deref() == Some("critical")
+    })
+    .await;
+    assert_eq!(
+        check_output(&seen_critical, "service:fbc-unset").unwrap(),
+        "failed\n"
+    );
+    once.wait_passes_after_failure(1).await;
+    twice.wait_passes_after_failure(2).await;
+    let unset = wait_health(&d, "fbc-unset", |v| {
+        check_status(v, "service:fbc-unset").as_deref() == Some("passing")
+    })
+    .await;
+    assert!(check_modify_index(&unset, "service:fbc-unset") > before[0]);
+    // FailuresBeforeCritical 2: the single failure changed nothing, not even the output (and
+    // no warning in between: FailuresBeforeWarning defaults to FailuresBeforeCritical).
+    let two = get(&d, "/v1/health/service/fbc-2").await.json();
+    assert_eq!(
+        check_status(&two, "service:fbc-2").as_deref(),
+        Some("passing")
+    );
+    assert_eq!(check_output(&two, "service:fbc-2").unwrap(), "ok\n");
+    assert_eq!(check_modify_index(&two, "service:fbc-2"), before[1]);
+}
+
+#[tokio::test]
+async fn success_before_passing_needs_that_many_passes_after_a_failure() {
+    let d = start().await;
+    let s = Scratch::new("sbp2");
+    register(
+        &d,
+        json!({"ID": "sbp", "Name": "sbp", "Port": 1, "Check": {
+            "Args": s.args(), "Interval": "500ms", "SuccessBeforePassing": 2}}),
+    )
+    .await;
+    // The counters start at the thresholds: the first passing run counts at once.
+    wait_health(&d, "sbp", |v| {
+        check_status(v, "service:sbp").as_deref() == Some("passing")
+    })
+    .await;
+    s.fail_once();
+    wait_health(&d, "sbp", |v| {
+        check_status(v, "service:sbp").as_deref() == Some("critical")
+    })
+    .await;
+    wait_health(&d, "sbp", |v| {
+        check_status(v, "service:sbp").as_deref() == Some("passing")
+    })
+    .await;
+    let runs = s.runs();
+    let after = &runs[runs.find('f').unwrap()..];
+    assert!(
+        after.matches('p').count() >= 2,
+        "passing again after only one passing run: {runs:?}"
+    );
+}
+
+// Consul: agent/agent.go addCheck — an HTTP API registration is a remote source.
+#[tokio::test]
+async fn api_script_registration_names_enable_script_checks_only() {
+    let d = start_with(DoubleConfig::default()).await;
+    let r = put(
+        &d,
+        "/v1/agent/service/register",
+        &json!({"Name": "x", "Check": {"Args": ["true"], "Interval": "1s"}}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 500);
+    assert_eq!(
+        r.text(),
+        "Scripts are disabled on this agent from remote calls; to enable, configure 'enable_script_checks' to true"
+    );
+}

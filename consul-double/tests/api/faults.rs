@@ -139,3 +139,25 @@ async fn shutdown_releases_blocked_queries() {
         .unwrap();
     assert_eq!(r.status, 404);
 }
+
+#[tokio::test]
+async fn request_log_keeps_paths_and_queries() {
+    let d = start().await;
+    get(
+        &d,
+        "/v1/health/service/db?index=7&wait=90000ms&filter=Service.ID%20%3D%3D%20a&stale",
+    )
+    .await;
+    get(&d, "/v1/kv/x").await;
+    get(&d, "/_double/requests?prefix=/v1").await;
+    let seen = d.faults().requests("/v1/");
+    assert_eq!(seen.len(), 2, "control endpoints are not logged: {seen:?}");
+    let h = &seen[0];
+    assert_eq!(h.path, "/v1/health/service/db");
+    assert_eq!(h.param("wait"), Some("90000ms"));
+    assert_eq!(h.param("index"), Some("7"));
+    assert_eq!(h.param("filter"), Some("Service.ID == a"));
+    assert_eq!(h.param("stale"), Some(""));
+    assert!(h.raw_query.contains("wait=90000ms"));
+    assert_eq!(d.faults().requests("/v1/kv/")[0].path, "/v1/kv/x");
+}

@@ -11,6 +11,7 @@ mod cli;
 mod dns;
 mod events;
 mod faults;
+mod filter;
 mod health;
 mod kv;
 mod listeners;

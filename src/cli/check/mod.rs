@@ -118,7 +118,22 @@ pub struct CheckArgs {
     /// `consul services register FILE` or the agent's config dir
     #[arg(long, value_name = "FORMAT", default_value = "api", help_heading = SERVICE_HEADING)]
     pub definition_format: String,
+
+    /// Consul marks the check critical only after this many failed runs in a row (one slow or
+    /// failed run does not flip the primary) [default: 2]
+    #[arg(long, value_name = "N", help_heading = SERVICE_HEADING)]
+    pub failures_before_critical: Option<String>,
+
+    /// Consul marks the check passing only after this many passing runs in a row [default: 1]
+    #[arg(long, value_name = "N", help_heading = SERVICE_HEADING)]
+    pub success_before_passing: Option<String>,
 }
+
+/// Default `FailuresBeforeCritical`: one failed or timed-out run alone does not take the
+/// primary out (it costs one more `--interval` when the primary really fails).
+pub const DEFAULT_FAILURES_BEFORE_CRITICAL: u32 = 2;
+/// Default `SuccessBeforePassing`: a promoted node passes on its first good run.
+pub const DEFAULT_SUCCESS_BEFORE_PASSING: u32 = 1;
 
 const SERVICE_HEADING: &str = "Service definition (with --print-service-definition)";
 
@@ -202,6 +217,14 @@ impl Plan {
                     "--deregister-critical-after",
                     args.deregister_critical_after.is_some(),
                 ),
+                (
+                    "--failures-before-critical",
+                    args.failures_before_critical.is_some(),
+                ),
+                (
+                    "--success-before-passing",
+                    args.success_before_passing.is_some(),
+                ),
             ]
             .into_iter()
             .filter_map(|(flag, set)| set.then_some(flag))
@@ -227,6 +250,19 @@ impl Plan {
             ..flags
         };
         Ok(Plan::PrintDefinition(flags, fields))
+    }
+}
+
+/// A run count of 1..=100 (Consul's counters; 0 would mean the same as 1).
+fn run_count(text: Option<&str>, default: u32, flag: &str) -> Result<u32, String> {
+    let Some(text) = text else {
+        return Ok(default);
+    };
+    match text.trim().parse::<u32>() {
+        Ok(n @ 1..=100) => Ok(n),
+        _ => Err(format!(
+            "--{flag} must be a number of runs 1..100, not `{text}`"
+        )),
     }
 }
 
@@ -299,6 +335,16 @@ fn service_fields(args: &CheckArgs, flags: &CheckFlags) -> Result<ServiceFields,
             .as_deref()
             .map(|d| positive(d, "deregister-critical-after"))
             .transpose()?,
+        failures_before_critical: run_count(
+            args.failures_before_critical.as_deref(),
+            DEFAULT_FAILURES_BEFORE_CRITICAL,
+            "failures-before-critical",
+        )?,
+        success_before_passing: run_count(
+            args.success_before_passing.as_deref(),
+            DEFAULT_SUCCESS_BEFORE_PASSING,
+            "success-before-passing",
+        )?,
         format,
     })
 }
@@ -605,12 +651,22 @@ mod tests {
         assert_eq!(fields.address, "10.0.0.1");
         assert_eq!(fields.interval, Duration::from_secs(2));
         assert_eq!(fields.format, Format::Api);
+        assert_eq!(fields.failures_before_critical, 2);
+        assert_eq!(fields.success_before_passing, 1);
         for (extra, want) in [
             (["--meta", "nokv"], "KEY=VALUE"),
             (["--meta", "role=x"], "`role`"),
             (["--service", "a/b"], "--service"),
             (["--definition-format", "hcl"], "api or file"),
             (["--interval", "0s"], "--interval must be greater than zero"),
+            (
+                ["--failures-before-critical", "0"],
+                "--failures-before-critical must be a number of runs 1..100",
+            ),
+            (
+                ["--success-before-passing", "many"],
+                "--success-before-passing must be a number of runs 1..100",
+            ),
         ] {
             let mut argv = argv.clone();
             argv.extend(extra);

@@ -5,6 +5,17 @@
 //! object) or for `consul services register FILE` / the agent's config dir (format `file`,
 //! wrapped in `{"Service": …}`). Durations are written the way Go's `time.ParseDuration`
 //! (Consul) and humantime (this binary) both read them: one unit, no spaces (`1500ms`).
+//!
+//! The check carries Consul's run thresholds (`api/agent.go` `AgentServiceCheck`
+//! `SuccessBeforePassing`, `FailuresBeforeCritical`; applied by `agent/checks/check.go`
+//! `StatusHandler` to script checks): the status flips only after that many results in a row.
+//! `FailuresBeforeWarning` is left out: the agent then sets it to `FailuresBeforeCritical`
+//! (`agent/agent.go` `addCheck`), so a failing run never shows as `warning` in between — which
+//! the proxy would read as "not passing" for the service's own check. The two formats spell the
+//! thresholds differently: the HTTP API decodes JSON field names (`FailuresBeforeCritical`), an
+//! agent config file is decoded by `agent/config/config.go` `CheckDefinition`, whose keys are
+//! `failures_before_critical` / `success_before_passing` with no CamelCase alias (an unknown key
+//! there is "invalid config key": `agent/config/builder.go`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -86,6 +97,10 @@ pub struct ServiceFields {
     pub meta: Vec<(String, String)>,
     pub interval: Duration,
     pub deregister_critical_after: Option<Duration>,
+    /// Consul's `FailuresBeforeCritical`.
+    pub failures_before_critical: u32,
+    /// Consul's `SuccessBeforePassing`.
+    pub success_before_passing: u32,
     pub format: Format,
 }
 
@@ -103,11 +118,19 @@ pub fn definition(exe: &Path, flags: &CheckFlags, service: &ServiceFields) -> Va
         "Interval": go_duration(service.interval),
         "Timeout": go_duration(flags.timeout + CONSUL_TIMEOUT_SLACK),
     });
-    if let (Some(after), Some(obj)) = (service.deregister_critical_after, check.as_object_mut()) {
-        obj.insert(
-            "DeregisterCriticalServiceAfter".into(),
-            json!(go_duration(after)),
-        );
+    if let Some(obj) = check.as_object_mut() {
+        let (success, failures) = match service.format {
+            Format::Api => ("SuccessBeforePassing", "FailuresBeforeCritical"),
+            Format::File => ("success_before_passing", "failures_before_critical"),
+        };
+        obj.insert(success.into(), json!(service.success_before_passing));
+        obj.insert(failures.into(), json!(service.failures_before_critical));
+        if let Some(after) = service.deregister_critical_after {
+            obj.insert(
+                "DeregisterCriticalServiceAfter".into(),
+                json!(go_duration(after)),
+            );
+        }
     }
     let mut meta = serde_json::Map::new();
     meta.insert("role".into(), json!(flags.role.as_str()));
@@ -182,6 +205,8 @@ mod tests {
             meta: vec![("priority".into(), "50".into())],
             interval: Duration::from_secs(2),
             deregister_critical_after: None,
+            failures_before_critical: 2,
+            success_before_passing: 1,
             format: Format::Api,
         }
     }
@@ -209,6 +234,8 @@ mod tests {
                              "--timeout", "2s", "--password-file", "/etc/consul.d/mysql-monitor.pw"],
                     "Interval": "2s",
                     "Timeout": "3s",
+                    "SuccessBeforePassing": 1,
+                    "FailuresBeforeCritical": 2,
                 }
             })
         );
@@ -225,6 +252,10 @@ mod tests {
         let def = definition(Path::new("/bin/x"), &fl, &f);
         let check = &def["Service"]["Check"];
         assert_eq!(check["DeregisterCriticalServiceAfter"], "600s");
+        // Agent config files take only the snake_case keys for the thresholds.
+        assert_eq!(check["failures_before_critical"], 2);
+        assert_eq!(check["success_before_passing"], 1);
+        assert!(check.get("FailuresBeforeCritical").is_none());
         let args: Vec<&str> = check["Args"]
             .as_array()
             .unwrap()

@@ -43,9 +43,13 @@ pub struct Answer {
     pub agent: String,
     /// `X-Consul-Results-Filtered-By-ACLs: true`: the token could not see some results.
     pub filtered_by_acls: bool,
-    /// `X-Consul-KnownLeader` (absent on a client agent's streaming answers).
+    /// `X-Consul-KnownLeader`, when it means something: `None` on answers of the streaming
+    /// backend (`X-Consul-Query-Backend: streaming`), whose query meta carries only the index, so
+    /// Consul's `setMeta` (`agent/http.go`) always writes `false` there
+    /// (`agent/rpcclient/health/view.go` `HealthView.Result`).
     pub known_leader: Option<bool>,
-    /// `X-Consul-LastContact`: how long ago the answering server heard from the leader.
+    /// `X-Consul-LastContact`: how long ago the answering server heard from the leader (`0` on
+    /// streaming answers, for the same reason).
     pub last_contact: Option<Duration>,
 }
 
@@ -167,8 +171,9 @@ pub fn interpret(
             .map(str::trim)
     };
     let index = header("X-Consul-Index").and_then(|v| v.parse().ok());
-    let streaming = header("X-Consul-Query-Backend") == Some("streaming");
     if status == StatusCode::OK || (accept_404 && status == StatusCode::NOT_FOUND) {
+        // `agent/structs/structs.go` `QueryBackend.String`: `blocking-query` or `streaming`.
+        let streaming = header("X-Consul-Query-Backend") == Some("streaming");
         return Ok(Answer {
             status,
             index,
@@ -269,7 +274,45 @@ fn describe(e: &reqwest::Error) -> String {
         message.push_str(&cause.to_string());
         source = cause.source();
     }
+    if let Some(hint) = tls_hint(&message) {
+        message.push_str(" (");
+        message.push_str(hint);
+        message.push(')');
+    }
     message
+}
+
+/// What a TLS failure toward the agent usually means, naming the setting that fixes it.
+fn tls_hint(message: &str) -> Option<&'static str> {
+    let has = |needles: &[&str]| needles.iter().any(|n| message.contains(n));
+    if has(&["CertificateRequired"]) {
+        Some(
+            "the agent requires a client certificate (verify_incoming): set consul_client_cert and consul_client_key, or CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY",
+        )
+    } else if has(&[
+        "alert: UnknownCA",
+        "alert: BadCertificate",
+        "alert: CertificateUnknown",
+        "alert: UnsupportedCertificate",
+        "alert: AccessDenied",
+        "alert: DecryptError",
+    ]) {
+        Some(
+            "the agent refused our client certificate (consul_client_cert): is it signed by a CA the agent trusts?",
+        )
+    } else if has(&["NotValidForName", "not valid for name"]) {
+        Some(
+            "the agent's certificate is not valid for the host in its address: set consul_tls_server_name (or CONSUL_TLS_SERVER_NAME) to a name it holds",
+        )
+    } else if has(&["UnknownIssuer"]) {
+        Some(
+            "the agent's certificate is not signed by a CA we trust: set consul_ca_cert or consul_ca_path (or CONSUL_CACERT / CONSUL_CAPATH)",
+        )
+    } else if has(&["certificate expired", "Expired"]) {
+        Some("the agent's certificate has expired or is not valid yet")
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -300,6 +343,52 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("HTTP 502"), "{err}");
+    }
+
+    #[test]
+    fn known_leader_is_read_only_from_rpc_answers() {
+        let answer = |backend: Option<&'static str>| {
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert("X-Consul-Index", "7".parse().unwrap());
+            headers.insert("X-Consul-KnownLeader", "false".parse().unwrap());
+            headers.insert("X-Consul-LastContact", "5000".parse().unwrap());
+            if let Some(b) = backend {
+                headers.insert("X-Consul-Query-Backend", b.parse().unwrap());
+            }
+            interpret("a".into(), StatusCode::OK, &headers, b"[]".to_vec(), false).unwrap()
+        };
+        let rpc = answer(Some("blocking-query"));
+        assert_eq!(rpc.known_leader, Some(false));
+        assert_eq!(rpc.last_contact, Some(Duration::from_secs(5)));
+        assert_eq!(
+            answer(None).known_leader,
+            Some(false),
+            "older agents send no backend"
+        );
+        let streaming = answer(Some("streaming"));
+        assert_eq!(
+            streaming.known_leader, None,
+            "streaming answers always say false"
+        );
+        assert_eq!(streaming.index, Some(7));
+    }
+
+    #[test]
+    fn tls_failures_name_the_setting_that_fixes_them() {
+        let hint = |m: &str| tls_hint(m).unwrap_or("");
+        assert!(
+            hint("request failed: received fatal alert: CertificateRequired")
+                .contains("consul_client_cert")
+        );
+        assert!(
+            hint("request failed: received fatal alert: UnknownCA").contains("client certificate")
+        );
+        assert!(
+            hint("invalid peer certificate: certificate not valid for name \"127.0.0.1\"")
+                .contains("consul_tls_server_name")
+        );
+        assert!(hint("invalid peer certificate: UnknownIssuer").contains("consul_ca_cert"));
+        assert_eq!(tls_hint("connect failed: Connection refused"), None);
     }
 
     #[test]

@@ -12,6 +12,12 @@
 //! a small burst, then one per second) and errors back off exponentially, so nothing hot-loops.
 //! `wait` is sent in milliseconds as Consul's own client does. The HTTP timeout is
 //! `wait + wait/16` (Consul's jitter) plus slack, so a long poll never times out early.
+//!
+//! Stale reads: an answer whose `X-Consul-LastContact` is older than `consul_max_stale` is
+//! unusable (the last primary is kept); `X-Consul-KnownLeader: false` is logged once per
+//! leaderless spell. Answers of the agent's streaming backend carry neither (their query meta
+//! has only the index; see `client::Answer::known_leader`). `docs/consul.md` maps every rule
+//! here to Consul's source and to its test.
 
 pub(crate) mod client;
 pub mod decode;
@@ -505,6 +511,51 @@ mod tests {
         assert_eq!(r.path, ["v1", "kv", "mysql", "master", "main"]);
         assert_eq!(r.query, vec![("consistent", None)]);
         assert!(r.accept_404, "a missing key is an answer");
+    }
+
+    #[test]
+    fn scope_parameters_are_sent_where_the_endpoint_takes_them() {
+        let scope = crate::config::ConsulScope {
+            namespace: Some("team-a".into()),
+            partition: Some("part-b".into()),
+            peer: Some("dc-west".into()),
+            filter: Some(r#"Service.Meta.cluster == "main""#.into()),
+        };
+        let health = ConsulSource::Health {
+            tags: vec!["primary".into()],
+        };
+        let mut c = config(health, Consistency::Default, None);
+        c.scope = scope.clone();
+        assert_eq!(
+            request(&c, "mysql").query,
+            vec![
+                ("tag", Some("primary".to_owned())),
+                ("ns", Some("team-a".to_owned())),
+                ("partition", Some("part-b".to_owned())),
+                ("peer", Some("dc-west".to_owned())),
+                (
+                    "filter",
+                    Some(r#"Service.Meta.cluster == "main""#.to_owned())
+                ),
+            ]
+        );
+        let mut c = config(
+            ConsulSource::Catalog { tags: Vec::new() },
+            Consistency::Default,
+            None,
+        );
+        c.scope = scope.clone();
+        let keys: Vec<&str> = request(&c, "mysql").query.iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, ["ns", "partition", "peer", "filter"]);
+        // KV: no peer and no filter (the KV endpoint takes neither).
+        let kv = ConsulSource::Kv {
+            key: "service/mysql/leader".into(),
+            require_session: false,
+        };
+        let mut c = config(kv, Consistency::Default, None);
+        c.scope = scope;
+        let keys: Vec<&str> = request(&c, "mysql").query.iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, ["ns", "partition"]);
     }
 
     #[test]

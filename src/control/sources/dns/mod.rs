@@ -7,6 +7,8 @@
 //!        │        answer: Message → Reply (CNAME chain, rcode) → candidates
 //!        ├ SRV: port from the record, address from the additional section, else A/AAAA of target
 //!        ├ A:   A and AAAA of the name, port `default_port` (IPv4 when there is any, else IPv6)
+//!        ├ a `.consul` name whose SRV target or CNAME is outside `.consul`: that name through the
+//!        │      system resolver (getaddrinfo), never the Consul DNS server
 //!        └▶ Observation ──▶ discovery (sticky selection, split-brain refusal, publish)
 //! ```
 //!
@@ -17,6 +19,15 @@
 //!   "no healthy instance"; new clients are held, then refused with the reason;
 //! - timeout, connection refused, SERVFAIL, REFUSED, an undecodable or inconsistent answer →
 //!   [`Observation::Unavailable`] naming the server and the rcode: the last primary is kept.
+//!
+//! Names outside the Consul domain: a service registered with a host name as its address is
+//! answered by Consul with that host name as the SRV target (no address in the additional
+//! section) or as a CNAME for A queries, and Consul resolves such names only through its
+//! `recursors`; without them the `.` zone is not served and the question is refused
+//! (`agent/dns.go` `makeRecordFromFQDN`, `resolveCNAME`, `toggleRecursorHandlerFromConfig`). So
+//! when `dns_name` is a `.consul` name, an SRV target or CNAME outside `.consul` is resolved with
+//! the system resolver (`tokio::net::lookup_host`: /etc/hosts, resolv.conf), not asked of the
+//! server in `dns_server`.
 //!
 //! Errors keep the normal interval (already short, and a DNS query is cheap): no backoff, no hot
 //! loop. Answers are not cached (Consul answers with TTL 0); Consul shuffles them, which the
@@ -158,6 +169,13 @@ pub trait Ask: Sync {
         name: &Name,
         qtype: RecordType,
     ) -> impl Future<Output = Result<Answered, AskError>> + Send;
+
+    /// The addresses of a host name outside the Consul domain, from the system resolver; `Err`
+    /// says why there are none.
+    fn system_lookup(
+        &self,
+        name: &Name,
+    ) -> impl Future<Output = Result<Vec<IpAddr>, String>> + Send;
 }
 
 impl Ask for Transport {
@@ -168,6 +186,40 @@ impl Ask for Transport {
     ) -> impl Future<Output = Result<Answered, AskError>> + Send {
         self.ask_servers(name, qtype)
     }
+
+    fn system_lookup(
+        &self,
+        name: &Name,
+    ) -> impl Future<Output = Result<Vec<IpAddr>, String>> + Send {
+        let host = display_name(name);
+        let timeout = self.timeout();
+        async move {
+            match tokio::time::timeout(timeout, tokio::net::lookup_host((host.as_str(), 0))).await {
+                Ok(Ok(addrs)) => Ok(addrs.map(|a| a.ip()).collect()),
+                Ok(Err(e)) => Err(format!("the system resolver cannot resolve {host}: {e}")),
+                Err(_) => Err(format!(
+                    "the system resolver did not resolve {host} within {}",
+                    humantime::format_duration(timeout)
+                )),
+            }
+        }
+    }
+}
+
+/// In Consul's domain (`.consul.`; the name Consul's DNS interface answers for).
+fn in_consul_domain(name: &Name) -> bool {
+    let shown = display_name(name);
+    shown == "consul" || shown.ends_with(".consul")
+}
+
+/// The addresses of `target` from the system resolver, as a lookup failure when there are none.
+async fn system_addresses<A: Ask>(ask: &A, target: &Name) -> Result<Vec<IpAddr>, LookupFailure> {
+    ask.system_lookup(target)
+        .await
+        .map_err(|message| LookupFailure {
+            result: "error",
+            message,
+        })
 }
 
 /// The outcome of one lookup.
@@ -317,7 +369,11 @@ async fn look_srv<A: Ask>(ask: &A, name: &Name) -> LookResult {
                     display_name(name)
                 )));
             }
-            addrs = target_addresses(ask, &target.target).await?;
+            addrs = if in_consul_domain(name) && !in_consul_domain(&target.target) {
+                system_addresses(ask, &target.target).await?
+            } else {
+                target_addresses(ask, &target.target).await?
+            };
         }
         match pick_address(&addrs) {
             Some(ip) => {
@@ -387,6 +443,32 @@ async fn resolve<A: Ask>(
                     additionals: answered.message.additionals,
                 }));
             }
+            Ok(Reply::Cname { next })
+                if in_consul_domain(name)
+                    && !in_consul_domain(&next)
+                    && matches!(qtype, RecordType::A | RecordType::AAAA) =>
+            {
+                // Consul answers a service registered by host name with a CNAME to it, which
+                // only the system resolver (not Consul without recursors) can resolve.
+                let want_v4 = qtype == RecordType::A;
+                let data: Vec<RData> = system_addresses(ask, &next)
+                    .await?
+                    .into_iter()
+                    .filter_map(|ip| match ip {
+                        IpAddr::V4(v4) if want_v4 => Some(RData::A(v4.into())),
+                        IpAddr::V6(v6) if !want_v4 => Some(RData::AAAA(v6.into())),
+                        _ => None,
+                    })
+                    .collect();
+                if data.is_empty() {
+                    return Ok(Resolved::NoData);
+                }
+                return Ok(Resolved::Found(RecordSet {
+                    owner: next,
+                    data,
+                    additionals: Vec::new(),
+                }));
+            }
             Ok(Reply::Cname { next }) => current = next,
             Ok(Reply::NoData) => return Ok(Resolved::NoData),
             Ok(Reply::NxDomain) => return Ok(Resolved::NxDomain),
@@ -450,11 +532,14 @@ mod tests {
         Name::from_ascii(s).expect("test name")
     }
 
-    /// Canned answers per (name, type); unknown questions time out. Counts the questions.
+    /// Canned answers per (name, type); unknown questions time out. Counts the questions. The
+    /// system resolver knows the names in `system`.
     #[derive(Default)]
     struct Fake {
         answers: HashMap<(String, RecordType), Message>,
         asked: Mutex<Vec<(String, RecordType)>>,
+        system: HashMap<String, Vec<IpAddr>>,
+        system_asked: Mutex<Vec<String>>,
     }
 
     impl Fake {
@@ -462,8 +547,50 @@ mod tests {
             self.answers.insert((name.to_ascii_lowercase(), qtype), m);
             self
         }
+        /// `target` has the A record `ip` and no AAAA record.
+        fn with_a(self, target: &str, ip: [u8; 4]) -> Self {
+            self.with(
+                target,
+                RecordType::A,
+                Msg::ok(target, RecordType::A).answer(target, a(ip)).0,
+            )
+            .with(
+                target,
+                RecordType::AAAA,
+                Msg::ok(target, RecordType::AAAA).0,
+            )
+        }
+        /// `q` is a CNAME to `target` for A and AAAA questions.
+        fn with_cname(self, q: &str, target: &str) -> Self {
+            let mut fake = self;
+            for qtype in [RecordType::A, RecordType::AAAA] {
+                fake = fake.with(
+                    q,
+                    qtype,
+                    Msg::ok(q, qtype)
+                        .answer(q, RData::CNAME(CNAME(n(target))))
+                        .0,
+                );
+            }
+            fake
+        }
+        fn with_system(mut self, host: &str, addrs: &[IpAddr]) -> Self {
+            self.system.insert(host.to_owned(), addrs.to_vec());
+            self
+        }
         fn asked(&self) -> usize {
             self.asked.lock().unwrap().len()
+        }
+        fn asked_names(&self) -> Vec<String> {
+            self.asked
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(n, _)| n.clone())
+                .collect()
+        }
+        fn system_asked(&self) -> Vec<String> {
+            self.system_asked.lock().unwrap().clone()
         }
     }
 
@@ -488,6 +615,20 @@ mod tests {
                     qtype,
                 }),
             };
+            std::future::ready(result)
+        }
+
+        fn system_lookup(
+            &self,
+            name: &Name,
+        ) -> impl Future<Output = Result<Vec<IpAddr>, String>> + Send {
+            let host = display_name(name);
+            self.system_asked.lock().unwrap().push(host.clone());
+            let result = self
+                .system
+                .get(&host)
+                .cloned()
+                .ok_or_else(|| format!("the system resolver cannot resolve {host}"));
             std::future::ready(result)
         }
     }
@@ -579,7 +720,8 @@ mod tests {
 
     #[tokio::test]
     async fn srv_target_without_additional_is_resolved() {
-        let target = "db-a.example.";
+        // Inside the Consul domain: asked of the same server.
+        let target = "db-a.node.dc1.consul.";
         let fake = Fake::default()
             .with(
                 Q,
@@ -603,8 +745,64 @@ mod tests {
         let looked = look(&fake, &n(Q), DnsRecord::Srv, 3306).await;
         assert_eq!(
             candidates(&looked),
+            vec![(addr([10, 0, 0, 7], 3307), "db-a.node.dc1.consul".into())]
+        );
+        assert!(fake.system_asked().is_empty());
+    }
+
+    #[tokio::test]
+    async fn srv_target_outside_consul_goes_to_the_system_resolver() {
+        // Consul answers a service registered as `db-a.example` with that target and nothing in
+        // the additional section, and refuses `db-a.example` itself (no recursors).
+        let target = "db-a.example.";
+        let fake = Fake::default()
+            .with(
+                Q,
+                RecordType::SRV,
+                Msg::ok(Q, RecordType::SRV).srv(3307, target).0,
+            )
+            .with(
+                target,
+                RecordType::A,
+                Msg::new(target, RecordType::A, ResponseCode::Refused).0,
+            )
+            .with_system(
+                "db-a.example",
+                &[
+                    IpAddr::V6(Ipv6Addr::LOCALHOST),
+                    IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7)),
+                ],
+            );
+        let looked = look(&fake, &n(Q), DnsRecord::Srv, 3306).await;
+        assert_eq!(looked.result, "ok");
+        assert_eq!(
+            candidates(&looked),
             vec![(addr([10, 0, 0, 7], 3307), "db-a.example".into())]
         );
+        assert_eq!(fake.system_asked(), ["db-a.example"]);
+        assert_eq!(
+            fake.asked_names(),
+            [Q],
+            "the Consul server is asked only the SRV question"
+        );
+
+        // A name outside Consul asked of a server (no Consul domain): the server resolves it.
+        let name = "_mysql._tcp.example.";
+        let fake = Fake::default()
+            .with(
+                name,
+                RecordType::SRV,
+                Msg::ok(name, RecordType::SRV)
+                    .answer(name, RData::SRV(SRV::new(1, 1, 3307, n(target))))
+                    .0,
+            )
+            .with_a(target, [10, 0, 0, 8]);
+        let looked = look(&fake, &n(name), DnsRecord::Srv, 3306).await;
+        assert_eq!(
+            candidates(&looked),
+            vec![(addr([10, 0, 0, 8], 3307), "db-a.example".into())]
+        );
+        assert!(fake.system_asked().is_empty());
     }
 
     #[tokio::test]
@@ -818,36 +1016,38 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn cname_to_a_name_answered_separately_is_followed() {
+    async fn cname_out_of_consul_goes_to_the_system_resolver() {
+        // Consul's A answer for a service registered by host name: a CNAME to it, no address.
         let target = "db1.example.";
         let fake = Fake::default()
-            .with(
-                Q,
-                RecordType::A,
-                Msg::ok(Q, RecordType::A)
-                    .answer(Q, RData::CNAME(CNAME(n(target))))
-                    .0,
-            )
-            .with(
-                Q,
-                RecordType::AAAA,
-                Msg::ok(Q, RecordType::AAAA)
-                    .answer(Q, RData::CNAME(CNAME(n(target))))
-                    .0,
-            )
-            .with(
-                target,
-                RecordType::A,
-                Msg::ok(target, RecordType::A)
-                    .answer(target, a([10, 1, 2, 3]))
-                    .0,
-            )
-            .with(
-                target,
-                RecordType::AAAA,
-                Msg::ok(target, RecordType::AAAA).0,
-            );
+            .with_cname(Q, target)
+            .with_system("db1.example", &[IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3))]);
         let looked = look(&fake, &n(Q), DnsRecord::A, 3306).await;
+        assert_eq!(
+            candidates(&looked),
+            vec![(addr([10, 1, 2, 3], 3306), "db1.example".into())]
+        );
+        assert!(
+            !fake.asked_names().iter().any(|n| n.starts_with("db1")),
+            "{:?}",
+            fake.asked_names()
+        );
+        // Unresolvable: unavailable, naming the name.
+        let fake = Fake::default().with_cname(Q, target);
+        let looked = look(&fake, &n(Q), DnsRecord::A, 3306).await;
+        assert_eq!(looked.result, "error");
+        assert!(unavailable(&looked).contains("db1.example"), "{looked:?}");
+    }
+
+    #[tokio::test]
+    async fn cname_to_a_name_answered_separately_is_followed() {
+        // Outside the Consul domain, the chain is followed on the same server.
+        let q = "primary.db.example.";
+        let target = "db1.example.";
+        let fake = Fake::default()
+            .with_cname(q, target)
+            .with_a(target, [10, 1, 2, 3]);
+        let looked = look(&fake, &n(q), DnsRecord::A, 3306).await;
         assert_eq!(
             candidates(&looked),
             vec![(addr([10, 1, 2, 3], 3306), "db1.example".into())]

@@ -99,6 +99,11 @@ impl Transport {
         }
     }
 
+    /// The deadline of one question (`dns_timeout`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     fn server_list(&self) -> Result<Vec<SocketAddr>, AskError> {
         match &self.servers {
             Servers::Fixed(s) => Ok(vec![*s]),

@@ -231,7 +231,7 @@ fn judge(checks: &[HealthCheck], service_id: &str, rules: &HealthRules) -> Healt
     let relevant: Vec<&HealthCheck> = checks
         .iter()
         .filter(|c| c.service_id.is_empty() || c.service_id == service_id)
-        .filter(|c| !rules.ignore_checks.iter().any(|id| *id == c.check_id))
+        .filter(|c| !rules.ignore_checks.contains(&c.check_id))
         .collect();
     let describe = |c: &HealthCheck| {
         let detail = if c.notes.trim().is_empty() {

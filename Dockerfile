@@ -20,7 +20,9 @@ RUN apt-get update \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin proxy
 COPY --from=build /src/target/release/consul-mysql-proxy /usr/local/bin/consul-mysql-proxy
 USER 10001:10001
-EXPOSE 3306
+# 9307: the read-only metrics_listen endpoint (/metrics, /, /status), when it is set (off by
+# default, e.g. CONSUL_MYSQL_PROXY_METRICS_LISTEN=0.0.0.0:9307).
+EXPOSE 3306 9307
 # The admin endpoint stays on loopback; the HEALTHCHECK asks it from inside the container.
 ENV CONSUL_MYSQL_PROXY_LISTEN=0.0.0.0:3306 \
     CONSUL_MYSQL_PROXY_ADMIN=127.0.0.1:9306

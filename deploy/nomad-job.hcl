@@ -2,7 +2,10 @@
 # (bridge networking shares the group's network namespace).
 job "app" {
   group "app" {
-    network { mode = "bridge" }
+    network {
+      mode = "bridge"
+      port "metrics" { to = 9307 } # the proxy's read-only metrics_listen endpoint
+    }
 
     task "consul-mysql-proxy" {
       driver = "docker"
@@ -14,11 +17,12 @@ job "app" {
         image = "consul-mysql-proxy:latest"
       }
       env {
-        CONSUL_MYSQL_PROXY_LISTEN     = "127.0.0.1:3306"
-        CONSUL_HTTP_ADDR              = "http://${attr.unique.network.ip-address}:8500"
-        CONSUL_MYSQL_PROXY_DISCOVERY  = "consul-health"
-        CONSUL_MYSQL_PROXY_SERVICE    = "mysql"
-        CONSUL_MYSQL_PROXY_LOG_FORMAT = "json"
+        CONSUL_MYSQL_PROXY_LISTEN         = "127.0.0.1:3306"
+        CONSUL_HTTP_ADDR                  = "http://${attr.unique.network.ip-address}:8500"
+        CONSUL_MYSQL_PROXY_DISCOVERY      = "consul-health"
+        CONSUL_MYSQL_PROXY_SERVICE        = "mysql"
+        CONSUL_MYSQL_PROXY_LOG_FORMAT     = "json"
+        CONSUL_MYSQL_PROXY_METRICS_LISTEN = "0.0.0.0:9307"
       }
       template {
         # Token from Vault or Nomad variables, never in the job file.
@@ -36,6 +40,14 @@ job "app" {
           interval = "5s"
           timeout  = "3s"
         }
+      }
+      # Prometheus finds it with nomad_sd_configs (keep services tagged `prometheus`; path
+      # /metrics). The status page is at / on the same port.
+      service {
+        name     = "app-mysql-proxy-metrics"
+        provider = "nomad"
+        port     = "metrics"
+        tags     = ["prometheus"]
       }
       resources {
         cpu    = 100

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests, the demo and the benchmarks need on a fresh Debian machine (as root):
-# MariaDB server + client, sysbench, HAProxy, iproute2. Idempotent; never starts a distro service
-# (tests start their own mariadbd on free loopback ports).
+# MariaDB server + client, sysbench, HAProxy, iproute2, Chromium (headless, for the status page
+# test). Idempotent; never starts a distro service (tests start their own mariadbd on free
+# loopback ports).
 set -euo pipefail
 
 need=()
@@ -11,6 +12,7 @@ command -v sysbench >/dev/null 2>&1 || need+=(sysbench)
 command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v tc >/dev/null 2>&1 || need+=(iproute2)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 [ -x /usr/bin/mariadb-install-db ] || [ -x /usr/bin/mysql_install_db ] || need+=(mariadb-server)
 
 if [ ${#need[@]} -gt 0 ]; then

@@ -16,7 +16,7 @@
 //!   lifecycle, the byte pumps and the ERR packet. Reads the published primary, never writes it.
 //! - [`ops`] — *what operators see*: the admin endpoint, metrics, discovery status, logs,
 //!   process limits. Reads shared state, never blocks the relay.
-//! - [`cli`]: the `check` and `healthcheck` subcommands.
+//! - [`cli`]: the `check`, `healthcheck` and `status` subcommands.
 //! - [`server`]: wires the sides together, applies reloads and shuts down in order.
 //! - `util`: leaf helpers (secrets, PEM files, char-safe text, wall-clock stamps).
 //!

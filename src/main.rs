@@ -2,8 +2,8 @@
 //!
 //! Exit codes: 0 after a clean shutdown, 64 (EX_USAGE) for bad flags or configuration, 1 when the
 //! proxy cannot start (e.g. the listen address is taken), 130 when a second SIGTERM/SIGINT cuts
-//! the graceful drain short. `check` exits with Consul's script-check codes (0/1/2) and
-//! `healthcheck` with 0 (ready) or 1 (not ready).
+//! the graceful drain short. `check` exits with Consul's script-check codes (0/1/2),
+//! `healthcheck` and `status` with 0 (ready) or 1 (not ready).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,6 +12,7 @@ use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use consul_mysql_proxy::cli::check::{self, CheckArgs};
 use consul_mysql_proxy::cli::healthcheck::{self, HealthcheckArgs};
+use consul_mysql_proxy::cli::status::{self, StatusArgs};
 use consul_mysql_proxy::config::{Config, Settings, defaults};
 use consul_mysql_proxy::ops::limits;
 use consul_mysql_proxy::ops::telemetry::{self, LogHandle};
@@ -49,6 +50,8 @@ enum Command {
     Check(Box<CheckArgs>),
     /// Container health check: exit 0 when the running proxy's /readyz says ready, else 1
     Healthcheck(HealthcheckArgs),
+    /// The running proxy's state on one screen (primary, discovery, instances, failovers): exit 0 ready, else 1
+    Status(StatusArgs),
 }
 
 /// Parses argv with the built-in defaults written into `--help` from the one defaults table.
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Check(args)) => return run_check(*args),
         Some(Command::Healthcheck(args)) => return ExitCode::from(healthcheck::run(&args)),
+        Some(Command::Status(args)) => return ExitCode::from(status::run(&args)),
         None => {}
     }
     let config = match Config::load(cli.config.as_deref(), &cli.settings) {

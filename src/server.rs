@@ -31,7 +31,8 @@ use crate::control::primary::PrimaryPublisher;
 use crate::control::supervisor::supervise;
 use crate::data::connection::ConnContext;
 use crate::data::listener;
-use crate::ops::admin::{self, AdminState};
+use crate::ops::admin::{self, AdminState, Exposure};
+use crate::ops::history::FailoverHistory;
 use crate::ops::metrics::Metrics;
 use crate::ops::status::DiscoveryStatus;
 
@@ -50,6 +51,13 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(
+        "cannot listen on metrics_listen address {addr}: {source} (set `metrics_listen` to another address or `off`)"
+    )]
+    BindMetrics {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot start worker thread {index}: {source}")]
     Worker {
         index: usize,
@@ -62,6 +70,8 @@ pub struct Server {
     config: Arc<Config>,
     listeners: Vec<std::net::TcpListener>,
     admin: Option<std::net::TcpListener>,
+    /// `metrics_listen`: the read-only routes only.
+    read_only: Option<std::net::TcpListener>,
     local_addr: SocketAddr,
     metrics: Arc<Metrics>,
 }
@@ -90,10 +100,18 @@ impl Server {
             ),
             None => None,
         };
+        let read_only = config
+            .metrics_listen
+            .map(|addr| {
+                listener::bind(addr, false)
+                    .map_err(|source| ServerError::BindMetrics { addr, source })
+            })
+            .transpose()?;
         Ok(Server {
             config: Arc::new(config),
             listeners,
             admin,
+            read_only,
             local_addr,
             metrics: Arc::new(Metrics::new()),
         })
@@ -109,6 +127,11 @@ impl Server {
         self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
+    /// The read-only endpoint's address (`metrics_listen`), if enabled.
+    pub fn metrics_listen_addr(&self) -> Option<SocketAddr> {
+        self.read_only.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// The metrics this server updates.
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
@@ -122,10 +145,12 @@ impl Server {
         mut reloads: mpsc::Receiver<Config>,
     ) -> Result<(), ServerError> {
         let admin_addr = self.admin_addr();
+        let read_only_addr = self.metrics_listen_addr();
         let Server {
             config,
             listeners,
             admin,
+            read_only,
             local_addr,
             metrics,
         } = self;
@@ -135,6 +160,7 @@ impl Server {
         let publisher = Arc::new(publisher);
         let refresh = Arc::new(Notify::new());
         let discovery_status = Arc::new(DiscoveryStatus::default());
+        let failovers = Arc::new(FailoverHistory::default());
         let (config_tx, config_rx) = watch::channel(config.clone());
         let ctx = ConnContext {
             config: config_rx.clone(),
@@ -151,26 +177,31 @@ impl Server {
                 metrics.clone(),
                 refresh.clone(),
                 discovery_status.clone(),
+                failovers.clone(),
             )
         };
         let mut discovery = start_discovery(config.clone());
 
+        let admin_state = AdminState {
+            primary: primary.clone(),
+            metrics: metrics.clone(),
+            discovery: discovery_status.clone(),
+            failovers: failovers.clone(),
+            config: config_rx.clone(),
+        };
         if let Some(std_listener) = admin {
             let addr = admin_addr.unwrap_or(local_addr);
-            let listener = TcpListener::from_std(std_listener)
+            let stop = shutdown_order.stop_admin.clone();
+            spawn_endpoint(std_listener, admin_state.clone(), Exposure::Admin, stop)
                 .map_err(|source| ServerError::BindAdmin { addr, source })?;
-            let state = AdminState {
-                primary: primary.clone(),
-                metrics: metrics.clone(),
-                discovery: discovery_status.clone(),
-                config: config_rx.clone(),
-            };
-            tokio::spawn(admin::serve(
-                listener,
-                state,
-                shutdown_order.stop_admin.clone(),
-            ));
             info!(addr = %addr, "admin endpoint listening");
+        }
+        if let Some(std_listener) = read_only {
+            let addr = read_only_addr.unwrap_or(local_addr);
+            let stop = shutdown_order.stop_admin.clone();
+            spawn_endpoint(std_listener, admin_state, Exposure::ReadOnly, stop)
+                .map_err(|source| ServerError::BindMetrics { addr, source })?;
+            info!(addr = %addr, "read-only endpoint listening (metrics_listen)");
         }
 
         let mut threads = Vec::new();
@@ -225,6 +256,19 @@ impl Server {
         info!("stopped");
         Ok(())
     }
+}
+
+/// Serves `exposure` (admin or read-only routes) on a listener [`Server::bind`] bound, until
+/// `stop` is cancelled.
+fn spawn_endpoint(
+    listener: std::net::TcpListener,
+    state: AdminState,
+    exposure: Exposure,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let listener = TcpListener::from_std(listener)?;
+    tokio::spawn(admin::serve(listener, state, exposure, stop));
+    Ok(())
 }
 
 /// Every handle the ordered shutdown needs, documented in the order [`Shutdown::run`] uses them.
@@ -293,6 +337,7 @@ impl DiscoveryTask {
         metrics: Arc<Metrics>,
         refresh: Arc<Notify>,
         status: Arc<DiscoveryStatus>,
+        failovers: Arc<FailoverHistory>,
     ) -> DiscoveryTask {
         let stop = CancellationToken::new();
         let loop_stop = stop.clone();
@@ -308,6 +353,7 @@ impl DiscoveryTask {
                     metrics.clone(),
                     refresh.clone(),
                     status.clone(),
+                    failovers.clone(),
                     loop_stop.child_token(),
                 )
             },
@@ -331,6 +377,10 @@ fn keep_restart_only_fields(old: &Config, mut new: Config) -> Config {
     if new.admin != old.admin {
         warn!(running = ?old.admin, configured = ?new.admin, "reload: a new admin address needs a restart; keeping the old one");
         new.admin = old.admin;
+    }
+    if new.metrics_listen != old.metrics_listen {
+        warn!(running = ?old.metrics_listen, configured = ?new.metrics_listen, "reload: a new metrics_listen address needs a restart; keeping the old one");
+        new.metrics_listen = old.metrics_listen;
     }
     if new.workers != old.workers {
         warn!(

@@ -18,6 +18,7 @@ pub fn table() -> Settings {
     Settings {
         listen: Some(SocketAddr::from(([0, 0, 0, 0], 3306))),
         admin: Some("127.0.0.1:9306".to_owned()),
+        metrics_listen: Some("off".to_owned()),
         service: Some("mysql".to_owned()),
         consul: Some(vec!["http://127.0.0.1:8500".to_owned()]),
         consul_wait: Some(secs(300)),

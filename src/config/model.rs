@@ -18,6 +18,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// `None` = admin endpoint off.
     pub admin: Option<SocketAddr>,
+    /// The read-only endpoint (`metrics_listen`); `None` = off.
+    pub metrics_listen: Option<SocketAddr>,
     pub discovery: Discovery,
     pub service: String,
     pub on_multiple: OnMultiple,

@@ -51,7 +51,11 @@ impl Config {
         }
         Ok(Config {
             listen: need("listen", s.listen)?,
-            admin: resolve_admin(&need("admin", s.admin.clone())?)?,
+            admin: address_or_off("admin", &need("admin", s.admin.clone())?)?,
+            metrics_listen: address_or_off(
+                "metrics_listen",
+                &need("metrics_listen", s.metrics_listen.clone())?,
+            )?,
             discovery,
             service,
             on_multiple: need("on_multiple", s.on_multiple)?,
@@ -286,13 +290,14 @@ fn ignore_checks(s: &Settings) -> Result<Vec<String>, ConfigError> {
     Ok(ids)
 }
 
-/// `off` (or empty) disables the admin endpoint; anything else must be ip:port.
-fn resolve_admin(admin: &str) -> Result<Option<SocketAddr>, ConfigError> {
-    match admin.trim() {
+/// An HTTP endpoint's address (`admin`, `metrics_listen`): `off` (or empty) disables it;
+/// anything else must be ip:port.
+fn address_or_off(field: &'static str, text: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    match text.trim() {
         "" | "off" | "none" | "false" => Ok(None),
         text => text.parse().map(Some).map_err(|_| {
             invalid(
-                "admin",
+                field,
                 format!("`{text}` is not ip:port (e.g. 127.0.0.1:9306) or `off`"),
             )
         }),
@@ -478,6 +483,28 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("`log_level`"), "{err}");
+    }
+
+    #[test]
+    fn metrics_listen_is_off_by_default_and_otherwise_an_address() {
+        assert_eq!(
+            Config::resolve(with_backend()).unwrap().metrics_listen,
+            None
+        );
+        let on = Config::resolve(Settings {
+            metrics_listen: Some("0.0.0.0:9307".into()),
+            ..with_backend()
+        })
+        .unwrap();
+        assert_eq!(on.metrics_listen, Some("0.0.0.0:9307".parse().unwrap()));
+        let err = Config::resolve(Settings {
+            metrics_listen: Some("everywhere".into()),
+            ..with_backend()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`metrics_listen`"), "{err}");
+        assert!(err.contains("CONSUL_MYSQL_PROXY_METRICS_LISTEN"), "{err}");
     }
 
     fn consul(c: &Config) -> &ConsulConfig {

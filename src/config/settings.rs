@@ -56,6 +56,10 @@ pub struct Settings {
     #[arg(long, env = "CONSUL_MYSQL_PROXY_ADMIN", value_name = "ADDR|off")]
     pub admin: Option<String>,
 
+    /// Read-only HTTP endpoint (/, /status, /metrics, /healthz, /readyz) for scrapers and dashboards, e.g. 0.0.0.0:9307; `off` disables it. Nothing that changes state is served there
+    #[arg(long, env = "CONSUL_MYSQL_PROXY_METRICS_LISTEN", value_name = "ADDR|off")]
+    pub metrics_listen: Option<String>,
+
     /// Discovery source of the primary [default: static when `backend` is set]
     #[arg(long, env = "CONSUL_MYSQL_PROXY_DISCOVERY", value_enum)]
     pub discovery: Option<DiscoveryKind>,

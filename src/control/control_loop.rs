@@ -30,6 +30,7 @@ use super::selection::{Selection, select};
 use super::sources::{self, Excluded, Exclusion, Observation};
 use super::supervisor::describe_end;
 use crate::config::Config;
+use crate::ops::history::FailoverHistory;
 use crate::ops::metrics::Metrics;
 use crate::ops::status::DiscoveryStatus;
 
@@ -45,6 +46,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
     refresh: Arc<Notify>,
     status: Arc<DiscoveryStatus>,
+    history: Arc<FailoverHistory>,
     stop: CancellationToken,
 ) -> Result<(), String> {
     let (tx, mut rx) = mpsc::channel(16);
@@ -63,7 +65,7 @@ pub async fn run(
         publisher: &publisher,
         metrics: &metrics,
         status: &status,
-        tracker: failover::Tracker::default(),
+        tracker: failover::Tracker::new(history),
         desired: None,
         desired_reason: String::new(),
         last_reason: String::new(),
@@ -220,12 +222,14 @@ impl State<'_> {
         let selection = match observation {
             Observation::Candidates(candidates) => {
                 let current = self.publisher.current().backend;
-                select(
+                let selection = select(
                     current.as_ref(),
                     &candidates,
                     self.config.on_multiple,
                     describe,
-                )
+                );
+                self.status.observed(&candidates, &[], &selection);
+                selection
             }
             Observation::Instances {
                 candidates,
@@ -238,6 +242,7 @@ impl State<'_> {
                     self.config.on_multiple,
                     describe,
                 );
+                self.status.observed(&candidates, &excluded, &selection);
                 let lost_sight = match (&selection.backend, &current) {
                     // `withdrawn_grace = 0s` turns this off: a withdrawn primary is dropped.
                     (None, Some(primary))
@@ -255,10 +260,14 @@ impl State<'_> {
                 }
                 selection
             }
-            Observation::NoPrimary(reason) => Selection {
-                backend: None,
-                reason: format!("{describe}: {reason}"),
-            },
+            Observation::NoPrimary(reason) => {
+                let selection = Selection {
+                    backend: None,
+                    reason: format!("{describe}: {reason}"),
+                };
+                self.status.observed(&[], &[], &selection);
+                selection
+            }
             Observation::Unavailable(error) => {
                 self.unavailable(error);
                 return None;

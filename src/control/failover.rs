@@ -11,16 +11,20 @@
 //! New and held clients need no action here: they read the new primary from the watch value.
 //! When a new primary is published, a small task waits for the first client routed to it and
 //! logs the timeline: old connections closed, held clients released, time to the first routed
-//! client, and the gap without a primary (A → none → B).
+//! client, and the gap without a primary (A → none → B). The same timeline is kept in the
+//! [`FailoverHistory`] the status page shows.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::primary::Change;
 use crate::config::{FailoverPolicy, OnFailover};
+use crate::ops::history::{Failover, FailoverHistory};
 use crate::ops::metrics::Metrics;
+use crate::util::clock::rfc3339;
 
 /// How long the timeline waits for a first client before logging without one.
 const FIRST_CLIENT_WAIT: Duration = Duration::from_secs(60);
@@ -34,12 +38,22 @@ struct Loss {
 }
 
 /// Remembers a lost primary until its replacement arrives, so the gap can be reported.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Tracker {
     lost: Option<Loss>,
+    /// Where each timeline is kept for the status page; outlives this tracker (discovery
+    /// restarts make a new one).
+    history: Arc<FailoverHistory>,
 }
 
 impl Tracker {
+    pub fn new(history: Arc<FailoverHistory>) -> Tracker {
+        Tracker {
+            lost: None,
+            history,
+        }
+    }
+
     /// Applies the policy to a published change, updates metrics and logs the timeline.
     pub fn on_change(
         &mut self,
@@ -106,17 +120,29 @@ impl Tracker {
             gap_ms = gap.as_millis() as u64,
             "primary changed"
         );
-        if previous.is_none() {
+        let Some(previous) = previous else {
             return; // first primary at start-up: no failover to time
-        }
+        };
+        let recorded = self.history.record(Failover {
+            at: rfc3339(SystemTime::now()),
+            old: previous.clone(),
+            new: new.clone(),
+            epoch: change.epoch,
+            policy: policy.on_failover,
+            gap_ms: gap.as_millis() as u64,
+            closed_connections: closed,
+            held_clients_released: held_released,
+        });
+        let history = self.history.clone();
         let new_stats = change.new_stats;
         let published = change.at;
         super::supervisor::spawn_logged("failover timeline", metrics.clone(), async move {
             let first =
                 tokio::time::timeout(FIRST_CLIENT_WAIT, new_stats.wait_first_routed()).await;
             let first_routed_ms = first.ok().map(|at| (at - published).as_millis() as u64);
+            history.first_client(recorded, first_routed_ms);
             info!(
-                old = previous.as_deref().unwrap_or("none"),
+                old = previous.as_str(),
                 new = %new,
                 closed_connections = closed,
                 held_clients_released = held_released,

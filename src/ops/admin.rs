@@ -1,30 +1,40 @@
 //! The admin HTTP endpoint (`admin`, default 127.0.0.1:9306 — loopback unless the operator says
-//! otherwise): liveness and readiness for orchestrators, a JSON status page for humans, and
-//! Prometheus metrics.
+//! otherwise): liveness and readiness for orchestrators, a status page and JSON status for
+//! humans, and Prometheus metrics.
 //!
+//! - `GET /`: the status page (HTML, [`page`](super::page)), a rendering of `/status`;
 //! - `GET /healthz`: 200 while the process runs;
 //! - `GET /readyz`: 200 while a primary is known and discovery is watching, 503 with the reason
 //!   otherwise;
-//! - `GET /status`: current primary and epoch, discovery state, connections, config summary
-//!   (no secrets), version;
+//! - `GET /status`: current primary and epoch, discovery state and the last answer's instances,
+//!   connections, the last failovers, config summary (no secrets), version;
 //! - `GET /metrics`: every metric of [`Metrics`], OpenMetrics text format.
 //!
-//! It only reads shared state (the primary watch value, metrics, discovery status, live config)
-//! and never blocks the relay.
+//! Every route above only reads, so the same routes are also served on `metrics_listen`
+//! ([`Exposure::ReadOnly`]), an address meant for scrapers and dashboards. Routes that change
+//! state (none yet; `POST /switchover` will be the first) go in [`admin_only_routes`] and are
+//! served on the admin address only.
+//!
+//! It only reads shared state (the primary watch value, metrics, discovery status, failover
+//! history, live config) and never blocks the relay.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::history::FailoverHistory;
 use super::metrics::Metrics;
+use super::page;
+use super::report::Report;
 use super::status::{DiscoveryStatus, rfc3339_or_null};
 use crate::config::Config;
 use crate::control::primary::PrimaryWatch;
@@ -35,23 +45,59 @@ pub struct AdminState {
     pub primary: PrimaryWatch,
     pub metrics: Arc<Metrics>,
     pub discovery: Arc<DiscoveryStatus>,
+    pub failovers: Arc<FailoverHistory>,
     pub config: watch::Receiver<Arc<Config>>,
 }
 
-/// Serves the endpoint on `listener` until `stop` is cancelled.
-pub async fn serve(listener: TcpListener, state: AdminState, stop: CancellationToken) {
-    let app = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/status", get(status))
-        .route("/metrics", get(metrics))
-        .with_state(state);
-    let served = axum::serve(listener, app)
+/// Which routes an address serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposure {
+    /// The admin address (loopback by default): every route.
+    Admin,
+    /// `metrics_listen`: only the routes that read.
+    ReadOnly,
+}
+
+/// Serves the routes of `exposure` on `listener` until `stop` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    state: AdminState,
+    exposure: Exposure,
+    stop: CancellationToken,
+) {
+    let served = axum::serve(listener, router(state, exposure))
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await;
     if let Err(e) = served {
-        tracing::warn!(error = %e, "admin endpoint stopped");
+        tracing::warn!(error = %e, ?exposure, "admin endpoint stopped");
     }
+}
+
+/// The routes `exposure` serves.
+fn router(state: AdminState, exposure: Exposure) -> Router {
+    let read_only = Router::new()
+        .route("/", get(status_page))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics));
+    let routes = match exposure {
+        Exposure::Admin => read_only.merge(admin_only_routes()),
+        Exposure::ReadOnly => read_only,
+    };
+    routes.with_state(state)
+}
+
+/// Routes that change state: on the admin address only, never on `metrics_listen`.
+fn admin_only_routes() -> Router<AdminState> {
+    let routes = Router::new();
+    // Nothing changes state yet; this stands in for `POST /switchover` so the split is tested.
+    #[cfg(test)]
+    let routes = routes.route(
+        "/test/admin-only",
+        axum::routing::post(|| async { "admin only\n" }),
+    );
+    routes
 }
 
 async fn healthz() -> &'static str {
@@ -59,25 +105,53 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<AdminState>) -> Response {
+    match readiness(&state) {
+        Ok(ready) => (StatusCode::OK, format!("{ready}\n")).into_response(),
+        Err(not_ready) => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("{not_ready}\n")).into_response()
+        }
+    }
+}
+
+/// `/readyz`'s verdict: `Ok` (ready) or `Err` (not ready), each with its one-line message.
+fn readiness(state: &AdminState) -> Result<String, String> {
     if let Some(cause) = state.discovery.not_watching_cause() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: discovery is not watching: {cause}\n"),
-        )
-            .into_response();
+        return Err(format!("not ready: discovery is not watching: {cause}"));
     }
     let primary = state.primary.borrow().clone();
     match primary.backend {
-        Some(backend) => (StatusCode::OK, format!("ready: primary {backend}\n")).into_response(),
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: no primary: {}\n", primary.reason),
-        )
-            .into_response(),
+        Some(backend) => Ok(format!("ready: primary {backend}")),
+        None => Err(format!("not ready: no primary: {}", primary.reason)),
     }
 }
 
 async fn status(State(state): State<AdminState>) -> Response {
+    axum::Json(status_json(&state)).into_response()
+}
+
+/// The status page: `/status` rendered as HTML. Its CSP forbids every script and outside
+/// resource, a second line of defence behind escaping what Consul and the network say.
+async fn status_page(State(state): State<AdminState>) -> Response {
+    match Report::from_json(status_json(&state)) {
+        Ok(report) => (
+            [
+                (header::CACHE_CONTROL, "no-store"),
+                (
+                    header::CONTENT_SECURITY_POLICY,
+                    "default-src 'none'; style-src 'unsafe-inline'",
+                ),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            ],
+            Html(page::render(&report, SystemTime::now())),
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+/// The `/status` document.
+fn status_json(state: &AdminState) -> Value {
+    let ready = readiness(state);
     let primary = state.primary.borrow().clone();
     let config = state.config.borrow().clone();
     let m = &state.metrics;
@@ -91,8 +165,10 @@ async fn status(State(state): State<AdminState>) -> Response {
     if let Some(obj) = discovery.as_object_mut() {
         obj.insert("consul_index".into(), json!(m.consul_index.get()));
     }
-    let body = json!({
+    json!({
         "version": env!("CARGO_PKG_VERSION"),
+        "ready": ready.is_ok(),
+        "readiness": ready.unwrap_or_else(|not_ready| not_ready),
         "primary": primary.backend.as_ref().map(|b| json!({
             "address": b.addr.to_string(),
             "name": &*b.name,
@@ -108,9 +184,9 @@ async fn status(State(state): State<AdminState>) -> Response {
             "per_backend": per_backend,
         },
         "failovers_total": m.failovers.get(),
+        "failovers": state.failovers.newest_first(),
         "config": config.summary(),
-    });
-    axum::Json(body).into_response()
+    })
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {
@@ -122,4 +198,93 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         state.metrics.encode(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+    use crate::control::primary::PrimaryPublisher;
+
+    fn state() -> (AdminState, PrimaryPublisher) {
+        let (publisher, primary) = PrimaryPublisher::new(CancellationToken::new(), "starting");
+        let config = Config::resolve(Settings {
+            backend: Some("127.0.0.1:3307".parse().unwrap()),
+            ..Settings::default()
+        })
+        .unwrap();
+        let state = AdminState {
+            primary,
+            metrics: Arc::new(Metrics::new()),
+            discovery: Arc::new(DiscoveryStatus::default()),
+            failovers: Arc::new(FailoverHistory::default()),
+            config: watch::channel(Arc::new(config)).1,
+        };
+        (state, publisher)
+    }
+
+    /// Serves `exposure` on a free loopback port; returns its address.
+    async fn start(state: AdminState, exposure: Exposure) -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, state, exposure, CancellationToken::new()));
+        addr
+    }
+
+    /// `method path` through the subcommands' HTTP/1.0 client: (status, body).
+    async fn request(
+        addr: std::net::SocketAddr,
+        method: &'static str,
+        path: &'static str,
+    ) -> (u16, String) {
+        let answer = tokio::task::spawn_blocking(move || {
+            crate::cli::http::request(
+                addr,
+                method,
+                path,
+                std::time::Duration::from_secs(5),
+                1 << 20,
+            )
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        (answer.status, answer.body)
+    }
+
+    #[tokio::test]
+    async fn metrics_listen_serves_only_the_routes_that_read() {
+        let (state, publisher) = state();
+        publisher.publish(
+            Some(crate::control::primary::Backend::new(
+                "127.0.0.1:3307".parse().unwrap(),
+                "db-a",
+            )),
+            "static",
+        );
+        let admin = start(state.clone(), Exposure::Admin).await;
+        let read_only = start(state, Exposure::ReadOnly).await;
+        for path in ["/", "/status", "/metrics", "/healthz", "/readyz"] {
+            for addr in [admin, read_only] {
+                let (code, body) = request(addr, "GET", path).await;
+                assert_eq!(code, 200, "{addr}{path}: {body}");
+            }
+        }
+        assert_eq!(request(admin, "POST", "/test/admin-only").await.0, 200);
+        assert_eq!(request(read_only, "POST", "/test/admin-only").await.0, 404);
+    }
+
+    #[tokio::test]
+    async fn the_page_and_status_tell_the_same_story() {
+        let (state, _publisher) = state();
+        let addr = start(state, Exposure::Admin).await;
+        let (_, status) = request(addr, "GET", "/status").await;
+        let status: Value = serde_json::from_str(&status).unwrap();
+        assert_eq!(status["ready"], false, "{status}");
+        assert_eq!(status["failovers"], json!([]), "{status}");
+        let (code, page) = request(addr, "GET", "/").await;
+        assert_eq!(code, 200);
+        assert!(page.contains("not ready: no primary: starting"), "{page}");
+        assert!(page.contains("Fast path"), "{page}");
+    }
 }

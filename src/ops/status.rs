@@ -1,14 +1,18 @@
 //! What discovery last saw, for `GET /status` and `/readyz`: the source, the time of the last
 //! usable answer, the last error, whether discovery is watching at all (a task that ended and
-//! is being restarted is *not watching*), and a primary Consul withdrew that the proxy still
-//! routes to. Written by the control side (a few times per second at most), read by the admin
-//! endpoint; a plain mutex is enough.
+//! is being restarted is *not watching*), a primary Consul withdrew that the proxy still
+//! routes to, and the instances of the last answer ([`Instances`]: who is a candidate, who is
+//! not, and why). Written by the control side (a few times per second at most), read by the
+//! admin endpoint; a plain mutex is enough.
 
 use std::sync::Mutex;
 use std::time::SystemTime;
 
 use serde_json::{Value, json};
 
+use super::instances::Instances;
+use crate::control::selection::{Candidate, Selection};
+use crate::control::sources::Excluded;
 use crate::util::clock::rfc3339;
 
 #[derive(Debug, Default)]
@@ -25,6 +29,8 @@ struct Inner {
     not_watching: Option<String>,
     /// A primary Consul withdrew that is still routed to: since when and why.
     withdrawn: Option<(SystemTime, String)>,
+    /// Every instance of the last usable answer, with the selection's verdict.
+    instances: Option<Instances>,
 }
 
 /// RFC 3339 time, or null.
@@ -78,6 +84,16 @@ impl DiscoveryStatus {
         });
     }
 
+    /// A usable answer: its candidates, the instances it excluded and what selection made of
+    /// them.
+    pub fn observed(&self, candidates: &[Candidate], excluded: &[Excluded], selection: &Selection) {
+        self.with(|inner| {
+            let at = SystemTime::now();
+            let instances = Instances::observed(candidates, excluded, selection, &inner.source, at);
+            inner.instances = Some(instances);
+        });
+    }
+
     /// JSON for `/status`.
     pub fn to_json(&self) -> Value {
         let Ok(inner) = self.inner.lock() else {
@@ -94,6 +110,14 @@ impl DiscoveryStatus {
                 "since": rfc3339(*since),
                 "reason": why,
             })),
+            // The last request failed (an error newer than the last success): the last primary
+            // is kept meanwhile.
+            "failing": match (&inner.last_error, inner.last_success) {
+                (Some((error_at, _)), Some(success_at)) => *error_at > success_at,
+                (Some(_), None) => true,
+                (None, _) => false,
+            },
+            "instances": inner.instances,
         })
     }
 }

@@ -1,5 +1,6 @@
 //! Text from the outside world (Consul error bodies, server messages) made safe to log: cut on a
-//! character boundary, never inside one, and folded onto one line.
+//! character boundary, never inside one, folded onto one line, or stripped of control
+//! characters before it reaches a terminal.
 
 /// At most `max` characters of `text`, with `…` appended when cut. Never splits a character.
 pub fn truncate_chars(text: &str, max: usize) -> String {
@@ -14,6 +15,14 @@ pub fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// `text` safe to print on a terminal: control characters (escape sequences that could move the
+/// cursor or retitle the window, carriage returns, newlines) become `�`.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -26,6 +35,15 @@ mod tests {
         assert!(cut.ends_with('…'));
         assert_eq!(truncate_chars("short", 200), "short");
         assert_eq!(truncate_chars("日本語テキスト", 3), "日本語…");
+    }
+
+    #[test]
+    fn printable_defuses_terminal_escapes() {
+        assert_eq!(
+            printable("db\u{1b}]0;owned\u{7}-a\r\n"),
+            "db\u{fffd}]0;owned\u{fffd}-a\u{fffd}\u{fffd}"
+        );
+        assert_eq!(printable("db-a/mysql → ok"), "db-a/mysql → ok");
     }
 
     #[test]

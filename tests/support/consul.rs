@@ -63,6 +63,16 @@ impl ServiceDef {
             ..Default::default()
         }
     }
+    /// Instance `id` of service `mysql`, tag `primary`, at `addr`, with a TTL check the test
+    /// drives the way a failover tool updates Consul.
+    pub fn ttl_primary(id: &str, addr: SocketAddr) -> Self {
+        ServiceDef::new("mysql")
+            .id(id)
+            .tags(&["primary"])
+            .address(&addr.ip().to_string())
+            .port(addr.port())
+            .ttl_check(Duration::from_secs(600))
+    }
     pub fn id(mut self, id: &str) -> Self {
         self.id = id.into();
         self
@@ -517,6 +527,17 @@ impl TestConsul {
             .await;
     }
 
+    /// A TTL check update (`verb` = pass, warn or fail) with `note` as the check's output.
+    pub async fn check_note(&self, verb: &str, check_id: &str, note: &str) {
+        let url = reqwest::Url::parse_with_params(
+            &format!("{}/v1/agent/check/{verb}/{check_id}", self.base),
+            &[("note", note)],
+        )
+        .expect("url");
+        let path = &url.as_str()[self.base.len()..];
+        self.put(path, "").await;
+    }
+
     pub async fn maintenance(&self, service_id: &str, on: bool, reason: &str) {
         let url = reqwest::Url::parse_with_params(
             &format!("{}/v1/agent/service/maintenance/{service_id}", self.base),
@@ -640,16 +661,8 @@ impl TestConsul {
     /// Consul; returns once `a` is the one passing instance.
     pub async fn register_pair(&self, a: SocketAddr, b: SocketAddr) {
         for (id, addr, status) in [("mysql-a", a, "passing"), ("mysql-b", b, "critical")] {
-            self.register(
-                &ServiceDef::new("mysql")
-                    .id(id)
-                    .tags(&["primary"])
-                    .address(&addr.ip().to_string())
-                    .port(addr.port())
-                    .ttl_check(Duration::from_secs(600))
-                    .status(status),
-            )
-            .await;
+            self.register(&ServiceDef::ttl_primary(id, addr).status(status))
+                .await;
         }
         self.check_pass("service:mysql-a").await;
         self.wait_passing("mysql", Some("primary"), 1).await;

@@ -49,6 +49,8 @@ pub enum Observation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Excluded {
     pub addr: std::net::SocketAddr,
+    /// Its name as a candidate would have (node/service ID), for the status page.
+    pub name: Arc<str>,
     pub why: Exclusion,
 }
 

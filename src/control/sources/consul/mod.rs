@@ -348,10 +348,12 @@ async fn observe_body(
                     Health::Passing | Health::Warning(_) => candidates.push(candidate),
                     Health::Maintenance(why) => excluded.push(Excluded {
                         addr: candidate.backend.addr,
+                        name: candidate.backend.name.clone(),
                         why: Exclusion::Maintenance(why),
                     }),
                     Health::Critical(why) => excluded.push(Excluded {
                         addr: candidate.backend.addr,
+                        name: candidate.backend.name.clone(),
                         why: Exclusion::Critical(why),
                     }),
                 }

@@ -486,6 +486,23 @@ impl MariaDb {
         dir.join("ca.pem")
     }
 
+    /// Polls the processlist until `user` has no session left (`true`), or `limit` passes
+    /// (`false`): how a failover tool sees that every proxy drained this server.
+    pub async fn wait_no_sessions_of(&self, user: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let sql =
+            format!("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = '{user}'");
+        loop {
+            if self.try_admin_query_one::<i64>(&sql).await.ok() == Some(0) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Opens an admin connection over TCP.
     pub async fn admin_conn(&self) -> Result<Conn> {
         Conn::new(self.admin_opts())

@@ -2,16 +2,23 @@
 //!
 //! Starts a MariaDB primary and a GTID replica, the Consul API double with both nodes
 //! registered using `consul-mysql-proxy check` script checks, the proxy (consul-health
-//! discovery), and 8 writers inserting through the proxy. Then, as an operator and an
+//! discovery, `on_failover = idle`), and 8 writers inserting through the proxy, each from a
+//! pool that validates its connection (`COM_PING`) before use. Then, as an operator and an
 //! orchestrator would:
 //!
-//! 1. a planned switchover (old primary read-only, replica caught up and promoted);
-//! 2. a crash: the new primary is killed with `kill -9`; Consul's check turns critical; the
-//!    other node is promoted.
+//! 1. a planned switchover, classic runbook (old primary read-only, replica caught up and
+//!    promoted, Consul follows);
+//! 2. a planned switchover, sequenced (README "Planned switchover"): Consul maintenance on the
+//!    primary first — the proxy holds new clients and closes each old connection at its first
+//!    idle moment — then, once the primary has no application session left, read-only,
+//!    catch-up, promotion;
+//! 3. a crash: the primary is killed with `kill -9`; Consul's check turns critical; the other
+//!    node is promoted.
 //!
 //! It prints a timeline (Consul check states, the proxy's decisions, writes stopping and
-//! resuming) and a summary: write outage, client errors, acknowledged rows lost. Everything it
-//! starts is stopped when it ends. It reuses the integration tests' helpers (tests/support).
+//! resuming) and a summary per phase: write outage, client errors, acknowledged rows lost.
+//! Everything it starts is stopped when it ends. It reuses the integration tests' helpers
+//! (tests/support).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -23,7 +30,7 @@ use serde_json::Value;
 use support::consul::TestConsul;
 use support::mariadb::{MariaDbPair, StopHow};
 use support::proxy::{Proxy, binary};
-use support::workload::{CREATE_TABLE, ErrorKind, Report, Writers, rows_on};
+use support::workload::{CREATE_TABLE, During, ErrorKind, Report, Style, Writers, rows_on};
 use tokio_util::sync::CancellationToken;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -80,6 +87,8 @@ async fn main() {
         "primary",
         "--hold-timeout",
         "15s",
+        "--on-failover",
+        "idle",
         "--log-level",
         "info",
     ]);
@@ -91,8 +100,8 @@ async fn main() {
     ));
     let mut proxy_log = proxy.log.len();
 
-    clock.say("8 writers start inserting (writer, seq) rows through the proxy");
-    let writers = Writers::start(proxy.addr(), 8);
+    clock.say("8 writers start inserting (writer, seq) rows through the proxy (validating pool: COM_PING before each use)");
+    let writers = Writers::start_styled(proxy.addr(), 8, Style::Validating);
     tokio::time::sleep(LOAD).await;
 
     // Phase 1: planned switchover a → b.
@@ -105,29 +114,56 @@ async fn main() {
     proxy_log = follow_proxy(&proxy, proxy_log, "failover timeline", &clock).await;
     tokio::time::sleep(LOAD).await;
 
-    // Phase 2: crash of the new primary b; a is made a replica of b first so it can take over.
+    // Phase 2: sequenced switchover b → a; a is made a replica of b first.
     pair.repoint_old_primary_as_replica().await;
     pair.wait_replicated().await;
     clock.say("mysql-a now replicates from mysql-b");
     tokio::time::sleep(Duration::from_secs(1)).await;
+    clock.say("SEQUENCED SWITCHOVER: Consul maintenance on mysql-b (the proxy holds new clients and closes each connection to mysql-b at its first idle moment)");
+    let sequenced = Instant::now();
+    consul
+        .maintenance("mysql-b", true, "switchover to mysql-a")
+        .await;
+    proxy_log = follow_proxy(&proxy, proxy_log, "idle drain finished", &clock).await;
+    let drained = pair
+        .primary
+        .wait_no_sessions_of("app", Duration::from_secs(10))
+        .await;
     clock.say(format!(
-        "CRASH: kill -9 mysql-b (pid {})",
+        "  mysql-b has no application session left ({drained}); read_only=ON, wait for mysql-a to catch up, promote mysql-a"
+    ));
+    pair.switchover().await;
+    clock.say("  mysql-a promoted (read_only=OFF); its check will pass");
+    proxy_log = follow_proxy(&proxy, proxy_log, "failover timeline", &clock).await;
+    // Only now: while mysql-b's check may still say "passing" (it runs every second), ending
+    // its maintenance earlier could offer it as a candidate again.
+    consul.maintenance("mysql-b", false, "").await;
+    clock.say("  maintenance off on mysql-b (read-only now: its check fails; mysql-a stays)");
+    tokio::time::sleep(LOAD).await;
+
+    // Phase 3: crash of the primary a; b is made a replica of a first so it can take over.
+    pair.repoint_old_primary_as_replica().await;
+    pair.wait_replicated().await;
+    clock.say("mysql-b now replicates from mysql-a");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    clock.say(format!(
+        "CRASH: kill -9 mysql-a (pid {})",
         pair.primary.pid()
     ));
     let crash = Instant::now();
     pair.primary.kill9();
     let passing_none = wait_passing_count(&consul, 0).await;
-    clock.say(format!("  Consul: no passing primary any more ({passing_none:?} after the kill); orchestrator promotes mysql-a"));
+    clock.say(format!("  Consul: no passing primary any more ({passing_none:?} after the kill); orchestrator promotes mysql-b"));
     pair.promote(StopHow::Kill9).await;
-    clock.say("  mysql-a promoted (STOP SLAVE; RESET SLAVE ALL; read_only=OFF)");
+    clock.say("  mysql-b promoted (STOP SLAVE; RESET SLAVE ALL; read_only=OFF)");
     follow_proxy(&proxy, proxy_log, "failover timeline", &clock).await;
     tokio::time::sleep(LOAD).await;
     clock.say("stopping the writers");
     let report = writers.stop().await;
     watcher.cancel();
 
-    let on_a = rows_on(a).await;
-    summary(&report, switch_start, crash, &on_a);
+    let on_b = rows_on(b).await;
+    summary(&report, [switch_start, sequenced, crash], &on_b);
     drop(proxy);
     drop(pair);
     clock.say("done: everything stopped and removed");
@@ -225,23 +261,34 @@ async fn watch_consul(base: String, stop: CancellationToken, clock: Clock) {
     }
 }
 
-/// Echoes the proxy's failover log lines from line `from` on until one contains `until`;
-/// returns the index of the line after it.
+/// Echoes the proxy's failover log lines from `from` until one contains `until`; returns the
+/// index after that line.
 async fn follow_proxy(proxy: &Proxy, from: usize, until: &str, clock: &Clock) -> usize {
-    const TARGET: &str = "consul_mysql_proxy::control::failover: ";
     let mut at = from;
     let deadline = Instant::now() + LIMIT;
     loop {
-        let lines: Vec<String> = proxy.log.text().lines().map(str::to_owned).collect();
-        for (i, line) in lines.iter().enumerate().skip(at) {
-            at = i + 1;
-            let Some((_, text)) = line.split_once(TARGET) else {
-                continue;
-            };
-            clock.say(format!("  proxy: {text}"));
-            if line.contains(until) {
-                return at;
-            }
+        let log = proxy.log.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            log.wait_for_from(at, "consul_mysql_proxy::control::failover", LIMIT)
+        })
+        .await
+        .expect("log reader");
+        let Some((index, line)) = found else {
+            panic!(
+                "no failover log line within {LIMIT:?}; log:\n{}",
+                proxy.log.text()
+            );
+        };
+        // Several lines can arrive at once: continue right after this one.
+        at = index + 1;
+        let text = line
+            .split("consul_mysql_proxy::control::failover: ")
+            .nth(1)
+            .unwrap_or(&line)
+            .to_owned();
+        clock.say(format!("  proxy: {text}"));
+        if line.contains(until) {
+            return at;
         }
         assert!(
             Instant::now() < deadline,
@@ -258,43 +305,56 @@ async fn wait_passing_count(consul: &TestConsul, count: usize) -> Duration {
     start.elapsed()
 }
 
-fn summary(report: &Report, switch_start: Instant, crash: Instant, on_final: &HashSet<(u32, u64)>) {
-    let acked_before_crash: Vec<_> = report.acked.iter().filter(|a| a.2 < crash).collect();
-    let lost_switchover = acked_before_crash
-        .iter()
-        .filter(|(w, s, _)| !on_final.contains(&(*w, *s)))
-        .count();
-    let lost_total = report
-        .acked
-        .iter()
-        .filter(|(w, s, _)| !on_final.contains(&(*w, *s)))
-        .count();
+fn summary(report: &Report, phases: [Instant; 3], on_final: &HashSet<(u32, u64)>) {
+    let names = ["switchover, classic", "switchover, sequenced", "crash"];
+    let ends = [phases[1], phases[2], Instant::now() + LIMIT];
     println!();
-    println!("summary");
-    println!("  acknowledged inserts:        {}", report.acked.len());
-    println!(
-        "  write outage, switchover:    {:?}",
-        gap_between(report, switch_start, crash)
-    );
-    println!(
-        "  write outage, crash:         {:?}",
-        report.longest_gap_after(crash)
-    );
-    println!(
-        "  client errors:               {} connection lost, {} read-only (1290), {} proxy refused, {} ambiguous commits, {} other",
-        report.count(ErrorKind::ConnectionLost),
-        report.count(ErrorKind::ReadOnly),
-        report.count(ErrorKind::ProxyRefused),
-        report.count(ErrorKind::AlreadyApplied),
-        report.count(ErrorKind::Other)
-    );
-    println!(
-        "  rows lost, switchover:       {lost_switchover} (0 expected: nothing is lost in a clean switchover)"
-    );
-    println!(
-        "  rows lost, crash:            {} (asynchronous replication: a kill -9 can lose the last acknowledged writes; the proxy adds none)",
-        lost_total - lost_switchover
-    );
+    println!("summary ({} acknowledged inserts)", report.acked.len());
+    for (i, name) in names.iter().enumerate() {
+        let (from, to) = (phases[i], ends[i]);
+        let errors = |during: During, kind: ErrorKind| {
+            report
+                .during(during)
+                .filter(|e| e.kind == kind && e.at >= from && e.at < to)
+                .count()
+        };
+        let statement = |kind| errors(During::Statement, kind);
+        let replaced = report
+            .during(During::Validate)
+            .filter(|e| e.at >= from && e.at < to)
+            .count();
+        let lost = report
+            .acked
+            .iter()
+            .filter(|(w, s, t)| *t >= from && *t < to && !on_final.contains(&(*w, *s)))
+            .count();
+        println!("  {name}:");
+        println!(
+            "    write outage:       {:?}",
+            gap_between(report, from, to)
+        );
+        println!(
+            "    statement errors:   {} read-only (1290), {} connection lost, {} ambiguous commits, {} proxy refused, {} other",
+            statement(ErrorKind::ReadOnly),
+            statement(ErrorKind::ConnectionLost),
+            statement(ErrorKind::AlreadyApplied),
+            statement(ErrorKind::ProxyRefused),
+            statement(ErrorKind::Other)
+        );
+        println!(
+            "    stale connections replaced by the pool's ping: {replaced}; connect errors: {}",
+            report
+                .during(During::Connect)
+                .filter(|e| e.at >= from && e.at < to)
+                .count()
+        );
+        let note = if i < 2 {
+            "0 expected: nothing is lost in a planned switchover"
+        } else {
+            "asynchronous replication: a kill -9 can lose the last acknowledged writes; the proxy adds none"
+        };
+        println!("    rows lost:          {lost} ({note})");
+    }
 }
 
 /// The longest gap between acknowledged writes in [from, to).

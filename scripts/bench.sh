@@ -17,7 +17,9 @@
 #             (the chart alone: python3 scripts/bench/report.py --chart results.csv > chart.svg)
 #
 # Targets: direct (MariaDB itself), haproxy (mode tcp, nbthread 1), pump (ours, --relay pump,
-# 1 worker: the default), copy (ours, --relay copy), pump-w2 (ours, --relay pump --workers 2).
+# 1 worker: the default), copy (ours, --relay copy), pump-w2 (ours, --relay pump --workers 2),
+# pump-idle (ours, --relay pump --on-failover idle: with the idle detector's observer; not in
+# the default set).
 #
 # Environment knobs (defaults in brackets):
 #   BENCH_TIME [20]        seconds per sysbench run
@@ -283,8 +285,9 @@ start_targets() {
     pump) start_ours "$t" --backend "127.0.0.1:$db" --relay pump --workers 1 ;;&
     copy) start_ours "$t" --backend "127.0.0.1:$db" --relay copy --workers 1 ;;&
     pump-w2) start_ours "$t" --backend "127.0.0.1:$db" --relay pump --workers 2 ;;&
-    pump | copy | pump-w2) TPORT[$t]=$OURS_PORT TPID[$t]=$OURS_PID ;;
-    *) die "unknown target $t (known: direct haproxy pump copy pump-w2)" ;;
+    pump-idle) start_ours "$t" --backend "127.0.0.1:$db" --relay pump --on-failover idle ;;&
+    pump | copy | pump-w2 | pump-idle) TPORT[$t]=$OURS_PORT TPID[$t]=$OURS_PID ;;
+    *) die "unknown target $t (known: direct haproxy pump copy pump-w2 pump-idle)" ;;
     esac
   done
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo: MariaDB primary + replica, the Consul API double with both nodes checked by
-# `consul-mysql-proxy check`, the proxy, 8 writers through it; a planned switchover, then a
+# `consul-mysql-proxy check`, the proxy (on_failover = idle), 8 writers through it; a planned
+# switchover (classic runbook), a sequenced one (Consul maintenance + idle drain first), then a
 # crash (kill -9) and promotion. Prints a timeline and a summary. Cleans up after itself.
 # Usage: scripts/demo.sh            (installs Debian packages if missing, builds, runs)
 # Env:   DEMO_PROFILE=release       build with optimisations (default: dev, reuses test builds)

@@ -5,6 +5,7 @@
 #   consul_http  whole Consul HTTP answers (status, headers, body) -> interpret -> decoders
 #   kv_value     leader key values -> parse_primary_value
 #   dns_answer   DNS response bytes -> Message::from_vec -> answer::read_reply, SRV/A handling
+#   mysql_conversation  relayed MySQL bytes (both sides, any split) -> the idle detector
 #
 # Usage: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
 #   SECONDS_PER_TARGET defaults to 60; CI runs 30; use 600 for a real local session.
@@ -23,7 +24,7 @@ shift || true
 if [ "$#" -gt 0 ]; then
     targets=("$@")
 else
-    targets=(config consul_json consul_http kv_value dns_answer)
+    targets=(config consul_json consul_http kv_value dns_answer mysql_conversation)
 fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

@@ -12,7 +12,7 @@ use support::consul::TestConsul;
 use support::mariadb::{MariaDbPair, StopHow, port_via, wait_routed_to};
 use support::proxy::{Proxy, ProxyArgs};
 use support::refusal::refused_within;
-use support::workload::{CREATE_TABLE, ErrorKind, Writers, rows_on};
+use support::workload::{ErrorKind, Writers, pair_in_consul, rows_on};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
@@ -34,13 +34,7 @@ fn proxy(consul: &TestConsul, extra: &[&str]) -> Proxy {
 
 #[tokio::test]
 async fn planned_switchover_loses_no_acknowledged_write() {
-    let mut pair = MariaDbPair::start().await;
-    pair.primary.admin_exec(CREATE_TABLE).await;
-    pair.wait_replicated().await;
-    let consul = TestConsul::start().await;
-    consul
-        .register_pair(pair.primary.addr(), pair.replica.addr())
-        .await;
+    let (mut pair, consul) = pair_in_consul().await;
     let proxy = proxy(&consul, &[]);
     let (a, b) = (pair.primary.addr(), pair.replica.addr());
     let writers = Writers::start(proxy.addr(), 8);
@@ -90,13 +84,7 @@ async fn planned_switchover_loses_no_acknowledged_write() {
 
 #[tokio::test]
 async fn primary_killed_then_replica_promoted_writes_resume() {
-    let mut pair = MariaDbPair::start().await;
-    pair.primary.admin_exec(CREATE_TABLE).await;
-    pair.wait_replicated().await;
-    let consul = TestConsul::start().await;
-    consul
-        .register_pair(pair.primary.addr(), pair.replica.addr())
-        .await;
+    let (mut pair, consul) = pair_in_consul().await;
     let proxy = proxy(&consul, &[]);
     let b = pair.replica.addr();
     let writers = Writers::start(proxy.addr(), 8);
@@ -137,13 +125,7 @@ async fn primary_killed_then_replica_promoted_writes_resume() {
 
 #[tokio::test]
 async fn frozen_primary_holds_new_clients_until_promotion() {
-    let mut pair = MariaDbPair::start().await;
-    pair.primary.admin_exec(CREATE_TABLE).await;
-    pair.wait_replicated().await;
-    let consul = TestConsul::start().await;
-    consul
-        .register_pair(pair.primary.addr(), pair.replica.addr())
-        .await;
+    let (mut pair, consul) = pair_in_consul().await;
     let proxy = proxy(&consul, &[]);
     let new_port = pair.replica.port();
     let writers = Writers::start(proxy.addr(), 4);

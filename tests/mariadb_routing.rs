@@ -120,43 +120,9 @@ fn mysql_cli_shows_the_proxy_error_message() {
 /// address too, since the proxy is invisible to TLS).
 #[tokio::test]
 async fn tls_sessions_pass_through_with_certificate_verification() {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
     let db = MariaDb::start("127.0.0.1".parse().unwrap()).await;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "consul-mysql-proxy test CA");
-    let ca_key = KeyPair::generate().unwrap();
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let server_key = KeyPair::generate().unwrap();
-    let server = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-        .unwrap()
-        .signed_by(&server_key, &Issuer::from_params(&ca_params, &ca_key))
-        .unwrap();
-    let dir = db.dir().join("tls");
-    std::fs::create_dir_all(&dir).unwrap();
-    for (name, pem) in [
-        ("ca.pem", ca.pem()),
-        ("server.pem", server.pem()),
-        ("server-key.pem", server_key.serialize_pem()),
-    ] {
-        std::fs::write(dir.join(name), pem).unwrap();
-    }
-    // mariadbd runs as mysql: make the files readable.
-    Command::new("chmod")
-        .args(["-R", "a+rX"])
-        .arg(&dir)
-        .status()
-        .unwrap();
-    db.set_extra_config(&format!(
-        "ssl-ca = {0}/ca.pem\nssl-cert = {0}/server.pem\nssl-key = {0}/server-key.pem\n",
-        dir.display()
-    ));
-    db.restart().await;
-
+    let ca_path = db.enable_tls().await;
     let proxy = Proxy::start(&["--backend", &db.addr().to_string()]);
-    let ca_path = dir.join("ca.pem");
     let out = mysql_cli(
         proxy.addr().port(),
         &[

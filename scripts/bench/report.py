@@ -17,13 +17,14 @@ import statistics
 import sys
 from collections import OrderedDict, defaultdict
 
-TARGET_ORDER = ["direct", "haproxy", "pump", "copy", "pump-w2", "fastpath"]
+TARGET_ORDER = ["direct", "haproxy", "pump", "copy", "pump-w2", "pump-idle", "fastpath"]
 LABEL = {
     "direct": "direct",
     "haproxy": "HAProxy",
     "pump": "ours (pump)",
     "copy": "ours (copy)",
     "pump-w2": "ours (pump, 2 workers)",
+    "pump-idle": "ours (pump, on_failover idle)",
     "fastpath": "ours (fastpath)",
 }
 # One hue per target (Okabe–Ito, tells apart with the common colour-vision deficiencies);
@@ -43,6 +44,7 @@ TARGET_DOC = {
     "pump": "ours `--relay pump`, 1 worker (the defaults)",
     "copy": "ours `--relay copy`, 1 worker",
     "pump-w2": "ours `--relay pump --workers 2`",
+    "pump-idle": "ours `--relay pump --on-failover idle` (idle detector on)",
     "fastpath": "ours, fast path",
 }
 # Our relays whose ratios to direct and HAProxy the chart prints under every cell.

@@ -74,6 +74,9 @@ pub enum OnFailover {
     Close,
     /// Close them after `drain_grace`.
     Drain,
+    /// Close each at its first idle moment (no statement in flight, no transaction open); the
+    /// rest after `drain_grace`.
+    Idle,
     /// Leave them open (unsafe: they may keep writing to a demoted node).
     Keep,
 }

@@ -285,11 +285,11 @@ pub struct Settings {
     #[serde(default, with = "humantime_serde")]
     pub withdrawn_grace: Option<Duration>,
 
-    /// What happens to connections bound to a replaced primary: close, drain or keep
+    /// What happens to connections bound to a replaced primary: close (at once), drain (after drain_grace), idle (each at its first idle moment, the rest after drain_grace) or keep
     #[arg(long, env = "CONSUL_MYSQL_PROXY_ON_FAILOVER", value_enum)]
     pub on_failover: Option<OnFailover>,
 
-    /// With `on_failover = drain`: how long old connections may live on
+    /// With `on_failover = drain`: how long old connections may live on; with `idle`: how long they may take to reach an idle moment
     #[arg(long, env = "CONSUL_MYSQL_PROXY_DRAIN_GRACE", value_parser = parse_duration, value_name = "DURATION")]
     #[serde(default, with = "humantime_serde")]
     pub drain_grace: Option<Duration>,

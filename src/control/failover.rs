@@ -6,6 +6,10 @@
 //! - `close` (default): cancel now — every connection to the old primary closes at once, so no
 //!   write reaches a demoted node after the proxy knows better;
 //! - `drain`: cancel after `drain_grace`, letting short transactions finish;
+//! - `idle`: cancel the child token `leave_idle` now — each connection closes at its first idle
+//!   moment (no statement in flight, no transaction open; see [`crate::data::idle`]) — and
+//!   `leave` after `drain_grace` for the rest. A task follows the drain and logs its outcome
+//!   ("idle drain finished": how many left idle, how many were closed at the deadline);
 //! - `keep`: never cancel (connections end on their own; unsafe for writes).
 //!
 //! New and held clients need no action here: they read the new primary from the watch value.
@@ -18,9 +22,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::primary::Change;
+use super::primary::{Change, EpochStats};
 use crate::config::{FailoverPolicy, OnFailover};
 use crate::ops::history::{Failover, FailoverHistory};
 use crate::ops::metrics::Metrics;
@@ -71,6 +76,16 @@ impl Tracker {
             }
             (Some(_), OnFailover::Drain) => {
                 schedule_drain(change.old_leave.clone(), policy.drain_grace);
+                0
+            }
+            (Some(old), OnFailover::Idle) => {
+                change.old_leave_idle.cancel();
+                schedule_idle_drain(
+                    old.to_string(),
+                    change.old_leave.clone(),
+                    change.old_stats.clone(),
+                    policy.drain_grace,
+                );
                 0
             }
             (Some(_), OnFailover::Keep) => 0,
@@ -152,6 +167,53 @@ impl Tracker {
             );
         });
     }
+}
+
+/// Follows an idle drain of `old`'s connections: closes what is left when `grace` runs out and
+/// logs how the drain went. The connections leave on their own (their `leave_idle` token is
+/// cancelled); this task only counts, so polling `bound` every few milliseconds is enough.
+fn schedule_idle_drain(
+    old: String,
+    leave: CancellationToken,
+    stats: Arc<EpochStats>,
+    grace: Duration,
+) {
+    let started = Instant::now();
+    let draining = stats.bound();
+    let idle_before = stats.left_idle();
+    info!(
+        old = %old,
+        connections = draining,
+        drain_grace_ms = grace.as_millis() as u64,
+        "draining old connections at their idle moments"
+    );
+    tokio::spawn(async move {
+        let deadline = started + grace;
+        let closed_at_deadline = loop {
+            if stats.bound() == 0 {
+                break 0;
+            }
+            if leave.is_cancelled() {
+                return; // shutdown: the hard stop closed everything
+            }
+            if Instant::now() >= deadline {
+                let rest = stats.bound();
+                leave.cancel();
+                break rest;
+            }
+            tokio::time::sleep(Duration::from_millis(5).min(grace)).await;
+        };
+        let left_idle = stats.left_idle() - idle_before;
+        info!(
+            old = %old,
+            connections = draining,
+            left_idle,
+            closed_at_deadline,
+            ended_by_client = draining.saturating_sub(left_idle + closed_at_deadline),
+            drain_ms = started.elapsed().as_millis() as u64,
+            "idle drain finished"
+        );
+    });
 }
 
 fn schedule_drain(token: tokio_util::sync::CancellationToken, grace: Duration) {

@@ -8,6 +8,10 @@
 //! primary closes — no connection list to walk, and no connection can get a token that does not
 //! match its backend, because address and token come from the same snapshot.
 //!
+//! `leave_idle`, a child of `leave`, asks the same connections to close at their first idle
+//! moment instead (`on_failover = idle`); cancelling `leave` cancels it too, so a connection
+//! waits on `leave_idle` alone (see [`crate::data::leave`]).
+//!
 //! Publishing the same backend again is not a change: no new epoch, no failover.
 
 use std::net::SocketAddr;
@@ -59,6 +63,8 @@ pub struct Primary {
     pub since: SystemTime,
     /// Cancelled when connections bound to this primary must leave it.
     pub leave: CancellationToken,
+    /// Child of `leave`: cancelled alone, connections leave at their first idle moment.
+    pub leave_idle: CancellationToken,
     /// Connections bound to this primary and when the first one was routed (failover timeline).
     pub stats: Arc<EpochStats>,
 }
@@ -67,6 +73,8 @@ pub struct Primary {
 #[derive(Debug, Default)]
 pub struct EpochStats {
     bound: AtomicUsize,
+    /// Connections that left this primary at an idle moment of a drain.
+    left_idle: AtomicUsize,
     first_routed: OnceLock<Instant>,
     routed: Notify,
     /// The per-backend connection gauge, looked up once per epoch instead of per connection.
@@ -94,6 +102,16 @@ impl EpochStats {
     /// Connections currently bound.
     pub fn bound(&self) -> usize {
         self.bound.load(Ordering::Relaxed)
+    }
+
+    /// A connection left this primary at an idle moment.
+    pub fn note_left_idle(&self) {
+        self.left_idle.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections that left at an idle moment so far.
+    pub fn left_idle(&self) -> usize {
+        self.left_idle.load(Ordering::Relaxed)
     }
 
     /// When the first connection was routed, if one was.
@@ -142,6 +160,8 @@ pub struct Change {
     pub epoch: u64,
     /// The token of the old primary's connections; the failover policy decides when to cancel it.
     pub old_leave: CancellationToken,
+    /// Its child: "leave at your first idle moment".
+    pub old_leave_idle: CancellationToken,
     /// The old primary's connection stats (how many to close).
     pub old_stats: Arc<EpochStats>,
     /// The new primary's stats (when the first client reaches it).
@@ -153,12 +173,14 @@ pub struct Change {
 impl PrimaryPublisher {
     /// Creates the channel with "no primary yet" and `reason`. `root` is the hard-stop token.
     pub fn new(root: CancellationToken, reason: &str) -> (PrimaryPublisher, PrimaryWatch) {
+        let leave = root.child_token();
         let initial = Primary {
             backend: None,
             epoch: 0,
             reason: reason.into(),
             since: SystemTime::now(),
-            leave: root.child_token(),
+            leave_idle: leave.child_token(),
+            leave,
             stats: Arc::default(),
         };
         let (tx, rx) = watch::channel(initial);
@@ -176,12 +198,14 @@ impl PrimaryPublisher {
                 }
                 return false;
             }
+            let leave = self.root.child_token();
             let next = Primary {
                 backend: backend.clone(),
                 epoch: current.epoch + 1,
                 reason: reason.into(),
                 since: SystemTime::now(),
-                leave: self.root.child_token(),
+                leave_idle: leave.child_token(),
+                leave,
                 stats: Arc::default(),
             };
             let new_stats = next.stats.clone();
@@ -191,6 +215,7 @@ impl PrimaryPublisher {
                 new: backend.clone(),
                 epoch: current.epoch,
                 old_leave: old.leave,
+                old_leave_idle: old.leave_idle,
                 old_stats: old.stats,
                 new_stats,
                 at: Instant::now(),
@@ -249,5 +274,26 @@ mod tests {
         assert!(!current.is_cancelled());
         root.cancel();
         assert!(current.is_cancelled());
+    }
+
+    #[test]
+    fn leave_idle_is_cancelled_with_leave_but_not_the_other_way_round() {
+        let root = CancellationToken::new();
+        let (publisher, rx) = PrimaryPublisher::new(root, "starting");
+        publisher.publish(Some(b(1)), "x");
+        let (leave, idle) = {
+            let p = rx.borrow();
+            (p.leave.clone(), p.leave_idle.clone())
+        };
+        let change = publisher.publish(Some(b(2)), "y").unwrap();
+        change.old_leave_idle.cancel();
+        assert!(idle.is_cancelled() && !leave.is_cancelled());
+        let (leave, idle) = {
+            let p = rx.borrow();
+            (p.leave.clone(), p.leave_idle.clone())
+        };
+        let change = publisher.publish(Some(b(3)), "z").unwrap();
+        change.old_leave.cancel();
+        assert!(idle.is_cancelled() && leave.is_cancelled());
     }
 }

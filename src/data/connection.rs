@@ -9,7 +9,10 @@
 //!    and the next attempt goes to whatever primary is current, until `hold_timeout` runs out.
 //!    Only then does the client get a MySQL ERR packet naming the cause — never a bare close.
 //! 4. **Relay** bytes both ways until both sides finish, or until the snapshot's `leave` token is
-//!    cancelled (the primary was replaced, or the proxy is stopping), which closes both sockets.
+//!    cancelled (the primary was replaced, or the proxy is stopping), which closes both sockets —
+//!    or, when only its `leave_idle` child is cancelled (`on_failover = idle`), at the
+//!    connection's first idle moment ([`leave`](super::leave)). The idle detector's observer is
+//!    allocated only while `on_failover = idle` is configured.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,10 +26,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, debug_span};
 
 use super::connect::{ConnectError, connect};
+use super::idle::Observer;
+use super::leave::{self, Ended};
 use super::mysql_packet::{ErrReason, err_packet};
 use super::proxy_protocol::v2_header;
-use super::relay;
-use crate::config::{Config, ProxyProtocol};
+use crate::config::{Config, OnFailover, ProxyProtocol};
 use crate::control::primary::{Backend, Primary, PrimaryWatch};
 use crate::ops::metrics::{GaugeGuard, Metrics};
 
@@ -116,13 +120,39 @@ async fn serve_inner(mut client: TcpStream, mut ctx: ConnContext) {
         "relaying"
     );
 
-    let outcome = tokio::select! {
-        result = relay::relay(config.relay, &mut client, &mut backend) => Some(result),
-        () = bound.leave.cancelled() => None,
-    };
+    // Only the idle policy needs to follow the protocol; the others pay nothing for it.
+    let mut observer =
+        (config.failover.on_failover == OnFailover::Idle).then(|| Box::new(Observer::new()));
+    let outcome = leave::relay(
+        config.relay,
+        &mut client,
+        &mut backend,
+        &bound,
+        observer.as_deref_mut(),
+    )
+    .await;
     let elapsed = started.elapsed();
     match outcome {
-        Some(Ok(stats)) => {
+        Ended::Relay(Ok(stats)) if stats.left_idle => {
+            ctx.metrics
+                .add_relayed(stats.from_client, stats.from_backend);
+            ctx.metrics.connections_closed_by_failover.inc();
+            ctx.metrics.connections_closed_idle.inc();
+            bound.stats.note_left_idle();
+            debug!(
+                backend = backend_name.as_deref(),
+                closed_by = "failover",
+                at = "idle moment",
+                protocol = if observer.as_deref().is_some_and(Observer::readable) {
+                    "readable"
+                } else {
+                    "opaque"
+                },
+                duration_ms = elapsed.as_millis() as u64,
+                "connection closed by proxy"
+            );
+        }
+        Ended::Relay(Ok(stats)) => {
             ctx.metrics
                 .add_relayed(stats.from_client, stats.from_backend);
             let closed_by = stats.first_eof.map(|s| s.to_string());
@@ -135,7 +165,7 @@ async fn serve_inner(mut client: TcpStream, mut ctx: ConnContext) {
                 "connection closed"
             );
         }
-        Some(Err(e)) => {
+        Ended::Relay(Err(e)) => {
             ctx.metrics
                 .add_relayed(e.stats.from_client, e.stats.from_backend);
             debug!(
@@ -146,7 +176,7 @@ async fn serve_inner(mut client: TcpStream, mut ctx: ConnContext) {
                 "connection failed"
             );
         }
-        None => {
+        Ended::Closed => {
             let why = if ctx.hard_stop.is_cancelled() {
                 "shutdown"
             } else {

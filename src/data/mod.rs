@@ -9,7 +9,11 @@
 //! - [`listener`]: the listening sockets and the accept loop with the connection cap;
 //! - [`connection`]: one client's lifecycle (hold, connect, relay, leave on failover);
 //! - [`connect`]: the backend connect, its socket options and the greeting wait;
-//! - [`relay`]: the byte pumps (`pump`, and `copy` for reference);
+//! - [`relay`]: the byte pumps (`pump`, and `copy` for reference) and their observer hook;
+//! - [`leave`]: how a relayed connection leaves a replaced primary — at once, or at its first
+//!   idle moment (`on_failover = idle`) bounded by the drain's deadline;
+//! - [`idle`]: the idle detector behind that: MySQL packet framing and turn-taking, read from
+//!   the relayed bytes without changing them;
 //! - [`mysql_packet`]: the bytes the proxy writes to a client itself, an ERR packet;
 //! - [`proxy_protocol`]: the PROXY v2 header it may write to the server first.
 //!
@@ -19,6 +23,8 @@
 pub(crate) mod connect;
 pub(crate) mod connection;
 pub mod fastpath;
+pub mod idle;
+pub(crate) mod leave;
 pub(crate) mod listener;
 pub(crate) mod mysql_packet;
 pub(crate) mod proxy_protocol;

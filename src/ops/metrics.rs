@@ -52,6 +52,8 @@ pub struct Metrics {
     pub err_packets: Family<ReasonLabel, Counter>,
     pub failovers: Counter,
     pub connections_closed_by_failover: Counter,
+    /// Of those, the connections closed at an idle moment (`on_failover = idle`).
+    pub connections_closed_idle: Counter,
     pub discovery_requests: Family<ResultLabel, Counter>,
     pub discovery_last_success: Gauge<f64, AtomicU64>,
     pub consul_index: Gauge,
@@ -80,6 +82,7 @@ impl Default for Metrics {
             err_packets: Family::default(),
             failovers: Counter::default(),
             connections_closed_by_failover: Counter::default(),
+            connections_closed_idle: Counter::default(),
             discovery_requests: Family::default(),
             discovery_last_success: Gauge::default(),
             consul_index: Gauge::default(),
@@ -212,6 +215,11 @@ impl Metrics {
             "connections_closed_by_failover",
             "Relayed connections closed because their primary was replaced",
             self.connections_closed_by_failover.clone(),
+        );
+        r.register(
+            "connections_closed_idle",
+            "Of the connections closed because their primary was replaced, those closed at an idle moment (on_failover = idle: no statement in flight, no transaction open)",
+            self.connections_closed_idle.clone(),
         );
         r.register(
             "discovery_requests",

@@ -474,6 +474,63 @@ impl MariaDb {
         *self.extra_config.lock().unwrap_or_else(|e| e.into_inner()) = lines.to_owned();
     }
 
+    /// Turns TLS on: a CA made here with rcgen, a server certificate for this server's IP
+    /// (which is also the proxy's, since the proxy is invisible to TLS), then a restart.
+    /// Returns the CA file, for a client's `--ssl-ca`.
+    pub async fn enable_tls(&self) -> PathBuf {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "consul-mysql-proxy test CA");
+        let ca_key = KeyPair::generate().expect("CA key");
+        let ca = ca_params.self_signed(&ca_key).expect("CA cert");
+        let server_key = KeyPair::generate().expect("server key");
+        let server = CertificateParams::new(vec![self.ip.to_string()])
+            .expect("server params")
+            .signed_by(&server_key, &Issuer::from_params(&ca_params, &ca_key))
+            .expect("server cert");
+        let dir = self.dir().join("tls");
+        std::fs::create_dir_all(&dir).expect("tls dir");
+        for (name, pem) in [
+            ("ca.pem", ca.pem()),
+            ("server.pem", server.pem()),
+            ("server-key.pem", server_key.serialize_pem()),
+        ] {
+            std::fs::write(dir.join(name), pem).expect("write PEM");
+        }
+        // mariadbd runs as mysql: make the files readable.
+        Command::new("chmod")
+            .args(["-R", "a+rX"])
+            .arg(&dir)
+            .status()
+            .expect("chmod");
+        self.set_extra_config(&format!(
+            "ssl-ca = {0}/ca.pem\nssl-cert = {0}/server.pem\nssl-key = {0}/server-key.pem\n",
+            dir.display()
+        ));
+        self.restart().await;
+        dir.join("ca.pem")
+    }
+
+    /// Polls the processlist until `user` has no session left (`true`), or `limit` passes
+    /// (`false`): how a failover tool sees that every proxy drained this server.
+    pub async fn wait_no_sessions_of(&self, user: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let sql =
+            format!("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = '{user}'");
+        loop {
+            if self.try_admin_query_one::<i64>(&sql).await.ok() == Some(0) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Opens an admin connection over TCP.
     pub async fn admin_conn(&self) -> Result<Conn> {
         Conn::new(self.admin_opts())

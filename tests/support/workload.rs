@@ -2,6 +2,11 @@
 //! `app.writes` on its own connection, reconnecting after errors. Every acknowledged insert is
 //! recorded with its time, so a test can check where the rows landed and measure the outage.
 //! Bounded: each writer stops at `stop()`, after `MAX_RUN`, or after `MAX_ROWS` inserts.
+//!
+//! Two client [`Style`]s: a naive client that reuses its connection blindly, and a pool that
+//! validates a connection before each use (`COM_PING`, as HikariCP's `isValid` or Go's
+//! `database/sql` with a driver's liveness check do) and silently replaces it when the check
+//! fails. Every error says [`During`] what it happened.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -10,7 +15,8 @@ use mysql_async::prelude::*;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::mariadb::app_opts;
+use super::consul::TestConsul;
+use super::mariadb::{MariaDbPair, app_opts};
 
 const MAX_RUN: Duration = Duration::from_secs(90);
 const MAX_ROWS: u64 = 200_000;
@@ -34,10 +40,32 @@ pub enum ErrorKind {
     Other,
 }
 
+/// What the application was doing when it saw an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum During {
+    /// Opening a connection.
+    Connect,
+    /// The pool's validation ping (the pool replaces the connection; the application sees
+    /// nothing).
+    Validate,
+    /// A statement (the INSERT): the application sees this error.
+    Statement,
+}
+
+/// How a writer treats its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Style {
+    /// Reuses its connection blindly; reconnects after an error.
+    Naive,
+    /// Pings before each statement; a failed ping means: drop it, reconnect, ping again.
+    Validating,
+}
+
 #[derive(Debug, Clone)]
 pub struct ClientError {
     pub at: Instant,
     pub kind: ErrorKind,
+    pub during: During,
     pub message: String,
 }
 
@@ -52,6 +80,18 @@ pub struct Report {
 impl Report {
     pub fn count(&self, kind: ErrorKind) -> usize {
         self.errors.iter().filter(|e| e.kind == kind).count()
+    }
+
+    /// Errors seen while doing `during`.
+    pub fn during(&self, during: During) -> impl Iterator<Item = &ClientError> {
+        self.errors.iter().filter(move |e| e.during == during)
+    }
+
+    /// Statement errors of `kind`.
+    pub fn statement_errors(&self, kind: ErrorKind) -> usize {
+        self.during(During::Statement)
+            .filter(|e| e.kind == kind)
+            .count()
     }
 
     /// The longest time without any acknowledged insert after `from` (the write outage).
@@ -103,11 +143,16 @@ pub struct Writers {
 }
 
 impl Writers {
-    /// Starts `n` writers against `addr` (the proxy).
+    /// Starts `n` naive writers against `addr` (the proxy).
     pub fn start(addr: SocketAddr, n: u32) -> Writers {
+        Self::start_styled(addr, n, Style::Naive)
+    }
+
+    /// Starts `n` writers of `style` against `addr`.
+    pub fn start_styled(addr: SocketAddr, n: u32, style: Style) -> Writers {
         let stop = CancellationToken::new();
         let tasks = (0..n)
-            .map(|writer| tokio::spawn(write_loop(addr, writer, stop.clone())))
+            .map(|writer| tokio::spawn(write_loop(addr, writer, style, stop.clone())))
             .collect();
         Writers { stop, tasks }
     }
@@ -139,7 +184,12 @@ fn classify(e: &mysql_async::Error) -> ErrorKind {
     }
 }
 
-async fn write_loop(addr: SocketAddr, writer: u32, stop: CancellationToken) -> Report {
+async fn write_loop(
+    addr: SocketAddr,
+    writer: u32,
+    style: Style,
+    stop: CancellationToken,
+) -> Report {
     let mut report = Report::default();
     let started = Instant::now();
     let mut seq = 0u64;
@@ -159,6 +209,7 @@ async fn write_loop(addr: SocketAddr, writer: u32, stop: CancellationToken) -> R
                         report.errors.push(ClientError {
                             at: Instant::now(),
                             kind: classify(&e),
+                            during: During::Connect,
                             message: e.to_string(),
                         });
                         // An application's reconnect pause; bounded by the loop condition.
@@ -168,6 +219,23 @@ async fn write_loop(addr: SocketAddr, writer: u32, stop: CancellationToken) -> R
                 }
             }
         };
+        if style == Style::Validating {
+            let checked = tokio::select! {
+                r = c.ping() => r,
+                () = stop.cancelled() => break,
+            };
+            if let Err(e) = checked {
+                // The pool's business: replace the connection at once, nothing to report upward.
+                report.errors.push(ClientError {
+                    at: Instant::now(),
+                    kind: classify(&e),
+                    during: During::Validate,
+                    message: e.to_string(),
+                });
+                conn = None;
+                continue;
+            }
+        }
         let next = seq + 1;
         let result = tokio::select! {
             r = c.exec_drop("INSERT INTO app.writes (writer, seq) VALUES (?, ?)", (writer, next)) => r,
@@ -183,6 +251,7 @@ async fn write_loop(addr: SocketAddr, writer: u32, stop: CancellationToken) -> R
                 report.errors.push(ClientError {
                     at: Instant::now(),
                     kind,
+                    during: During::Statement,
                     message: e.to_string(),
                 });
                 // A duplicate means the previous attempt was applied but its ack was lost: move on.
@@ -221,4 +290,17 @@ pub async fn rows_on(addr: SocketAddr) -> std::collections::HashSet<(u32, u64)> 
         .expect("read rows");
     let _ = conn.disconnect().await;
     rows.into_iter().collect()
+}
+
+/// The writers' usual stage: a primary + replica pair with [`CREATE_TABLE`] replicated, and the
+/// Consul double with the pair registered (`mysql-a` passing, `mysql-b` critical).
+pub async fn pair_in_consul() -> (MariaDbPair, TestConsul) {
+    let pair = MariaDbPair::start().await;
+    pair.primary.admin_exec(CREATE_TABLE).await;
+    pair.wait_replicated().await;
+    let consul = TestConsul::start().await;
+    consul
+        .register_pair(pair.primary.addr(), pair.replica.addr())
+        .await;
+    (pair, consul)
 }

@@ -7,6 +7,12 @@
 //! Both report bytes per [`Side`] and, on failure, which side failed, because that is the first
 //! thing an operator needs from a proxy log. One vocabulary throughout: a [`Side`] is the client
 //! or the backend, and bytes are counted by the side they came *from*.
+//!
+//! [`relay_tapped`] is the same relay with a [`Tap`]: an observer that is shown every chunk as
+//! it is written to the other socket (in order, per direction; it cannot change or hold them)
+//! and that may end the relay at a moment when nothing read is left unwritten — the idle
+//! detector of `on_failover = idle` (see [`crate::data::idle`]). [`relay`] is
+//! `relay_tapped` with the empty tap `()`, which compiles away.
 
 pub mod copy;
 pub mod pump;
@@ -56,6 +62,30 @@ pub struct RelayStats {
     pub from_backend: u64,
     /// The side whose EOF was read first, if any EOF was read.
     pub first_eof: Option<Side>,
+    /// The relay was ended by its [`Tap`] (both sockets still open, nothing left unwritten),
+    /// not by EOF on both sides.
+    pub left_idle: bool,
+}
+
+/// What a relay shows an observer, and asks it.
+pub trait Tap {
+    /// `bytes` from `from` were just written to the other socket. Called in order per direction.
+    fn relayed(&mut self, from: Side, bytes: &[u8]);
+
+    /// Asked after every round of the relay in which nothing read is left unwritten (no spill,
+    /// nothing buffered): `true` ends the relay now, with [`RelayStats::left_idle`] set.
+    fn leave_now(&mut self) -> bool;
+}
+
+/// No observer: the plain relay.
+impl Tap for () {
+    #[inline]
+    fn relayed(&mut self, _from: Side, _bytes: &[u8]) {}
+
+    #[inline]
+    fn leave_now(&mut self) -> bool {
+        false
+    }
 }
 
 /// The relay stopped because I/O on one socket failed.
@@ -92,8 +122,18 @@ pub async fn relay(
     client: &mut TcpStream,
     backend: &mut TcpStream,
 ) -> Result<RelayStats, RelayError> {
+    relay_tapped(kind, client, backend, &mut ()).await
+}
+
+/// [`relay`] with `tap` watching the bytes; `tap` may also end the relay at a quiet moment.
+pub async fn relay_tapped<T: Tap + Send>(
+    kind: RelayKind,
+    client: &mut TcpStream,
+    backend: &mut TcpStream,
+    tap: &mut T,
+) -> Result<RelayStats, RelayError> {
     match kind {
-        RelayKind::Pump => pump::pump(client, backend).await,
-        RelayKind::Copy => copy::copy(client, backend).await,
+        RelayKind::Pump => pump::pump_tapped(client, backend, tap).await,
+        RelayKind::Copy => copy::copy_tapped(client, backend, tap).await,
     }
 }

@@ -28,7 +28,7 @@
 //!
 //! # Memory per connection
 //!
-//! * Idle: the pump future (128 bytes on x86_64, see the `future_size` test)
+//! * Idle: the pump future (136 bytes on x86_64, see the `future_size` test)
 //!   and no heap buffer at all: both spill slots are `None`. Measured with
 //!   2000 idle relayed connections, the whole relay task (two sockets, tokio
 //!   bookkeeping, pump) costs about 1.7 KiB of RSS per connection, against
@@ -79,7 +79,7 @@ use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncWrite, Interest};
 use tokio::net::TcpStream;
 
-use super::{RelayError, RelayStats, Side};
+use super::{RelayError, RelayStats, Side, Tap};
 
 /// Size of the per-worker-thread scratch buffer, which is also the most a
 /// connection ever buffers per direction (and only while that direction's
@@ -164,7 +164,17 @@ pub async fn pump(
     client: &mut TcpStream,
     backend: &mut TcpStream,
 ) -> Result<RelayStats, RelayError> {
-    relay(client, backend, ()).await
+    relay(client, backend, (), &mut ()).await
+}
+
+/// [`pump`] with `tap` shown every chunk as it is written, and asked after every round in
+/// which no spill is pending whether the relay should end (see [`Tap`]).
+pub async fn pump_tapped<T: Tap>(
+    client: &mut TcpStream,
+    backend: &mut TcpStream,
+    tap: &mut T,
+) -> Result<RelayStats, RelayError> {
+    relay(client, backend, (), tap).await
 }
 
 /// Observes spill allocations. Production uses `()`, whose empty methods
@@ -201,10 +211,11 @@ struct Half {
     state: HalfState,
 }
 
-fn relay<P: SpillProbe>(
+fn relay<P: SpillProbe, T: Tap>(
     client: &mut TcpStream,
     backend: &mut TcpStream,
     probe: P,
+    tap: &mut T,
 ) -> impl Future<Output = Result<RelayStats, RelayError>> {
     let mut up = Half::default(); // client -> backend
     let mut down = Half::default(); // backend -> client
@@ -225,6 +236,7 @@ fn relay<P: SpillProbe>(
                     Side::Client,
                     &mut first_eof,
                     &probe,
+                    &mut *tap,
                 )
             } else {
                 poll_half(
@@ -235,6 +247,7 @@ fn relay<P: SpillProbe>(
                     Side::Backend,
                     &mut first_eof,
                     &probe,
+                    &mut *tap,
                 )
             };
             match polled {
@@ -250,10 +263,16 @@ fn relay<P: SpillProbe>(
             }
         }
         if finished {
-            Poll::Ready(Ok(stats(&up, &down, first_eof)))
-        } else {
-            Poll::Pending
+            return Poll::Ready(Ok(stats(&up, &down, first_eof)));
         }
+        // Only with nothing read and unwritten: leaving then drops no byte of either side.
+        if up.spill.is_none() && down.spill.is_none() && tap.leave_now() {
+            return Poll::Ready(Ok(RelayStats {
+                left_idle: true,
+                ..stats(&up, &down, first_eof)
+            }));
+        }
+        Poll::Pending
     })
 }
 
@@ -262,6 +281,7 @@ fn stats(up: &Half, down: &Half, first_eof: Option<Side>) -> RelayStats {
         from_client: up.relayed,
         from_backend: down.relayed,
         first_eof,
+        left_idle: false,
     }
 }
 
@@ -285,7 +305,8 @@ enum Round {
 /// Drives one direction as far as it can go without blocking. Ready(Ok) means
 /// the direction is finished; Pending means a waker has been registered (or
 /// the task has been re-woken after using its read quota).
-fn poll_half<P: SpillProbe>(
+#[allow(clippy::too_many_arguments)] // the direction's parts, borrowed apart from each other
+fn poll_half<P: SpillProbe, T: Tap>(
     cx: &mut Context<'_>,
     half: &mut Half,
     src: &TcpStream,
@@ -293,6 +314,7 @@ fn poll_half<P: SpillProbe>(
     from: Side,
     first_eof: &mut Option<Side>,
     probe: &P,
+    tap: &mut T,
 ) -> Poll<Result<(), (Side, io::Error)>> {
     let to = from.peer();
     let mut reads = 0;
@@ -305,6 +327,7 @@ fn poll_half<P: SpillProbe>(
             ready!(dst.poll_write_ready(cx)).map_err(|e| (to, e))?;
             match write_some(dst, &spill[half.spill_pos..]) {
                 Ok(n) => {
+                    tap.relayed(from, &spill[half.spill_pos..half.spill_pos + n]);
                     half.spill_pos += n;
                     half.relayed += n as u64;
                     if half.spill_pos == spill.len() {
@@ -337,7 +360,7 @@ fn poll_half<P: SpillProbe>(
         }
         reads += 1;
         ready!(src.poll_read_ready(cx)).map_err(|e| (from, e))?;
-        match with_scratch(|buf| relay_round(src, dst, buf)) {
+        match with_scratch(|buf| relay_round(src, dst, buf, from, tap)) {
             Round::Nothing => {}
             Round::Eof => {
                 half.state = HalfState::Eof;
@@ -356,9 +379,16 @@ fn poll_half<P: SpillProbe>(
     }
 }
 
-/// Reads once into `buf` and immediately offers the bytes to `dst`. Runs
-/// entirely inside the scratch borrow: no awaiting, no callbacks.
-fn relay_round(src: &TcpStream, dst: &TcpStream, buf: &mut [u8]) -> Round {
+/// Reads once into `buf` and immediately offers the bytes to `dst`, showing
+/// `tap` what was written. Runs entirely inside the scratch borrow: no
+/// awaiting; the tap only looks.
+fn relay_round<T: Tap>(
+    src: &TcpStream,
+    dst: &TcpStream,
+    buf: &mut [u8],
+    from: Side,
+    tap: &mut T,
+) -> Round {
     let n = match read_some(src, buf) {
         Ok(0) => return Round::Eof,
         Ok(n) => n,
@@ -367,11 +397,17 @@ fn relay_round(src: &TcpStream, dst: &TcpStream, buf: &mut [u8]) -> Round {
     };
     let data = &buf[..n];
     match write_some(dst, data) {
-        Ok(m) if m == n => Round::Relayed(n),
-        Ok(m) => Round::Spilled {
-            written: m,
-            rest: data[m..].into(),
-        },
+        Ok(m) if m == n => {
+            tap.relayed(from, data);
+            Round::Relayed(n)
+        }
+        Ok(m) => {
+            tap.relayed(from, &data[..m]);
+            Round::Spilled {
+                written: m,
+                rest: data[m..].into(),
+            }
+        }
         Err(e) if is_retry(&e) => Round::Spilled {
             written: 0,
             rest: data.into(),
@@ -646,7 +682,7 @@ mod tests {
             match relay {
                 Relay::Pump => pump(c, b).await,
                 Relay::Copy => copy(c, b).await,
-                Relay::Probed(p) => super::relay(c, b, &*p).await,
+                Relay::Probed(p) => super::relay(c, b, &*p, &mut ()).await,
             }
             // Both relay sockets close here, as they would in the product.
         });
@@ -1069,6 +1105,86 @@ mod tests {
         .await;
     }
 
+    /// Records what it is shown and leaves once it has seen `leave_after` bytes each way.
+    #[derive(Default)]
+    struct Recorder {
+        seen: [Vec<u8>; 2],
+        leave_after: [usize; 2],
+    }
+
+    impl Tap for Recorder {
+        fn relayed(&mut self, from: Side, bytes: &[u8]) {
+            self.seen[from as usize].extend_from_slice(bytes);
+        }
+        fn leave_now(&mut self) -> bool {
+            (0..2).all(|i| self.seen[i].len() >= self.leave_after[i])
+        }
+    }
+
+    /// The tap sees every byte in order, both ways, and ends the relay with both sockets open.
+    async fn tapped(copy_relay: bool) {
+        let front = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let back = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let mut client = TcpStream::connect(front.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (mut pc, _) = front.accept().await.expect("accept");
+        let mut pb = TcpStream::connect(back.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (mut server, _) = back.accept().await.expect("accept");
+        let relay = tokio::spawn(async move {
+            let mut tap = Recorder {
+                leave_after: [MIB + 3, 3 * MIB + 1],
+                ..Recorder::default()
+            };
+            let r = if copy_relay {
+                crate::data::relay::copy::copy_tapped(&mut pc, &mut pb, &mut tap).await
+            } else {
+                pump_tapped(&mut pc, &mut pb, &mut tap).await
+            };
+            (r, tap, pc, pb)
+        });
+        let up: Vec<u8> = (0..MIB + 3).map(|i| (i * 7) as u8).collect();
+        let down: Vec<u8> = (0..3 * MIB + 1).map(|i| (i * 13) as u8).collect();
+        let (mut got_up, mut got_down) = (vec![0u8; up.len()], vec![0u8; down.len()]);
+        let (mut cr, mut cw) = client.split();
+        let (mut sr, mut sw) = server.split();
+        let ((), (), (), ()) = tokio::join!(
+            async { cw.write_all(&up).await.expect("up") },
+            async { sr.read_exact(&mut got_up).await.map(drop).expect("up") },
+            async { sw.write_all(&down).await.expect("down") },
+            async { cr.read_exact(&mut got_down).await.map(drop).expect("down") },
+        );
+        assert!(got_up == up && got_down == down);
+        let (r, tap, _pc, _pb) = relay.await.expect("relay task");
+        let stats = r.expect("relay");
+        assert!(stats.left_idle, "the tap ended the relay");
+        assert_eq!(stats.first_eof, None, "no socket was closed");
+        assert_eq!(
+            (stats.from_client, stats.from_backend),
+            (up.len() as u64, down.len() as u64)
+        );
+        assert!(
+            tap.seen[Side::Client as usize] == up,
+            "client bytes in order"
+        );
+        assert!(
+            tap.seen[Side::Backend as usize] == down,
+            "backend bytes in order"
+        );
+    }
+
+    #[tokio::test]
+    async fn tap_sees_every_byte_and_can_end_the_pump() {
+        bounded(tapped(false)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tap_sees_every_byte_and_can_end_copy() {
+        bounded(tapped(true)).await;
+    }
+
     fn assert_send<T: Send>(_: &T) {}
 
     #[tokio::test]
@@ -1101,6 +1217,7 @@ mod tests {
                 from_client: 3,
                 from_backend: 4,
                 first_eof: None,
+                left_idle: false,
             },
         };
         let text = e.to_string();

@@ -29,7 +29,9 @@ const T: Duration = Duration::from_secs(10);
 const ROLE_ENV: &str = "FASTPATH_HELPER";
 const HELPER_TEST: &str = "helper_process";
 /// How fast `destroy_redirected` must have ended a redirected connection at the server.
-const DESTROY_WITHIN: Duration = Duration::from_millis(50);
+// The target is 50 ms (measured 2.7–8 ms on a quiet machine, printed by the test); the
+// bound is wider so a loaded CI machine (MariaDB tests beside it) cannot make it flake.
+const DESTROY_WITHIN: Duration = Duration::from_millis(500);
 
 // ---------------------------------------------------------------------------------------------
 // Helper processes (this binary, re-run).

@@ -52,6 +52,15 @@ async fn rig(extra: &[&str]) -> Rig {
     rig_with(MariaDb::start("127.0.0.1".parse().unwrap()).await, extra).await
 }
 
+/// [`rig`] with a table `app.t (id INT PRIMARY KEY)` on A.
+async fn rig_with_table(extra: &[&str]) -> Rig {
+    let rig = rig(extra).await;
+    rig.a
+        .admin_exec("CREATE TABLE app.t (id INT PRIMARY KEY)")
+        .await;
+    rig
+}
+
 impl Rig {
     async fn conn(&self) -> Conn {
         Conn::new(app_opts(self.proxy.addr())).await.unwrap()
@@ -129,10 +138,7 @@ async fn a_long_statement_finishes_then_the_connection_closes() {
 
 #[tokio::test]
 async fn a_transaction_is_never_cut() {
-    let rig = rig(&[]).await;
-    rig.a
-        .admin_exec("CREATE TABLE app.t (id INT PRIMARY KEY)")
-        .await;
+    let rig = rig_with_table(&[]).await;
     let mut conn = rig.conn().await;
     conn.query_drop("BEGIN").await.unwrap();
     conn.query_drop("INSERT INTO t VALUES (1)").await.unwrap();
@@ -171,10 +177,7 @@ async fn a_transaction_is_never_cut() {
 /// What is not idle by `drain_grace` is closed then: here a transaction left open.
 #[tokio::test]
 async fn what_never_gets_idle_is_closed_at_drain_grace() {
-    let rig = rig(&["--drain-grace", "1s"]).await;
-    rig.a
-        .admin_exec("CREATE TABLE app.t (id INT PRIMARY KEY)")
-        .await;
+    let rig = rig_with_table(&["--drain-grace", "1s"]).await;
     let mut conn = rig.conn().await;
     conn.query_drop("BEGIN").await.unwrap();
     conn.query_drop("INSERT INTO t VALUES (1)").await.unwrap();
@@ -270,10 +273,7 @@ async fn prepared_statements_execute_before_the_close() {
 /// the two, so the statement never fails; the ping of the next checkout does.
 #[tokio::test]
 async fn a_ping_is_followed_by_its_statement() {
-    let rig = rig(&[]).await;
-    rig.a
-        .admin_exec("CREATE TABLE app.t (id INT PRIMARY KEY)")
-        .await;
+    let rig = rig_with_table(&[]).await;
     let mut conns = Vec::new();
     for _ in 0..8 {
         conns.push(rig.conn().await);

@@ -54,15 +54,16 @@ pub async fn relay(
         result = &mut relaying => return Ended::Relay(result),
         () = bound.leave_idle.cancelled() => {}
     }
-    if bound.leave.is_cancelled() || !judging {
-        // Without an observer there is nothing to judge: wait for the deadline.
-        if !judging {
-            tokio::select! {
-                result = &mut relaying => return Ended::Relay(result),
-                () = bound.leave.cancelled() => {}
-            }
-        }
+    if bound.leave.is_cancelled() {
         return Ended::Closed;
+    }
+    if !judging {
+        // No observer (made under another policy before a reload): nothing to judge, so the
+        // deadline closes it.
+        return tokio::select! {
+            result = &mut relaying => Ended::Relay(result),
+            () = bound.leave.cancelled() => Ended::Closed,
+        };
     }
     // Draining. Boxed: only a draining connection pays for a timer.
     let mut tick = Box::pin(tokio::time::sleep(TICK));

@@ -92,7 +92,8 @@ pub enum Activity {
     Opaque,
 }
 
-/// The protocol position of one connection. About 48 bytes.
+/// The protocol position of one connection: 68 bytes on x86_64 (see the `conversation_is_small`
+/// test).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conversation {
     up: Framer,

@@ -21,7 +21,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use super::failover;
 use super::fence::{self, Writability};
@@ -141,8 +141,10 @@ impl Verification {
         }
         self.cancel();
         let target = backend.clone();
-        let task =
-            tokio::spawn(async move { fence::check(&target, &fence_config, VERIFY_TIMEOUT).await });
+        let task = tokio::spawn(
+            async move { fence::check(&target, &fence_config, VERIFY_TIMEOUT).await }
+                .in_current_span(),
+        );
         self.running = Some((backend, task));
     }
 

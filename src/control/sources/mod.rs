@@ -19,6 +19,7 @@ pub(crate) mod static_source;
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
@@ -89,24 +90,29 @@ pub fn start(
         Discovery::Static { backend } => RunningSource {
             describe: format!("static backend {backend}"),
             stale_after: None,
-            task: tokio::spawn(static_source::run(*backend, tx, stop)),
+            task: tokio::spawn(static_source::run(*backend, tx, stop).in_current_span()),
         },
         Discovery::Consul(consul_config) => RunningSource {
             describe: consul::describe(consul_config, &config.service),
             stale_after: consul_config.stale_after,
-            task: tokio::spawn(consul::run(
-                (**consul_config).clone(),
-                config.service.clone(),
-                tx,
-                refresh,
-                metrics,
-                stop,
-            )),
+            task: tokio::spawn(
+                consul::run(
+                    (**consul_config).clone(),
+                    config.service.clone(),
+                    tx,
+                    refresh,
+                    metrics,
+                    stop,
+                )
+                .in_current_span(),
+            ),
         },
         Discovery::Dns(dns_config) => RunningSource {
             describe: dns::describe(dns_config),
             stale_after: None,
-            task: tokio::spawn(dns::run(dns_config.clone(), tx, refresh, metrics, stop)),
+            task: tokio::spawn(
+                dns::run(dns_config.clone(), tx, refresh, metrics, stop).in_current_span(),
+            ),
         },
     }
 }

@@ -92,8 +92,12 @@ fn main() -> ExitCode {
     };
     match limits::raise_nofile_limit() {
         Ok(nofile) => {
-            let max_connections = routes.routes.iter().map(|r| r.config.max_connections).sum();
-            if let Err(e) = limits::check_connection_capacity(max_connections, nofile) {
+            let caps: Vec<(&str, usize)> = routes
+                .routes
+                .iter()
+                .map(|r| (&*r.name, r.config.max_connections))
+                .collect();
+            if let Err(e) = limits::check_routes_capacity(&caps, nofile) {
                 eprintln!("consul-mysql-proxy: invalid configuration: {e}");
                 return ExitCode::from(EX_USAGE);
             }

@@ -79,9 +79,10 @@ async fn two_clusters_in_one_process_each_follow_their_own_failover() {
     write(
         &file,
         &format!(
-            "consul = [\"{}\"]\ntag = [\"primary\"]\nhold_timeout = \"20s\"\n\n\
+            "consul = [\"{}\"]\ntag = [\"primary\"]\nhold_timeout = \"20s\"\nmax_connections = 1000\n\n\
              [[route]]\nname = \"cluster-a\"\nservice = \"mysql-a\"\n\n\
-             [[route]]\nname = \"cluster-b\"\nservice = \"mysql-b\"\n",
+             [[route]]\nname = \"cluster-b\"\nservice = \"mysql-b\"\n\n\
+             [[route]]\nname = \"cluster-a-batch\"\nservice = \"mysql-a\"\nhold_timeout = \"60s\"\n",
             consul.http_url()
         ),
     );
@@ -100,6 +101,8 @@ async fn two_clusters_in_one_process_each_follow_their_own_failover() {
     consul.check_fail("service:a1").await;
     consul.check_pass("service:a2").await;
     let took_a = wait_reaches(via_a, a2.port(), &proxy).await;
+    let via_a_batch = route_addr(&proxy, "cluster-a-batch").await;
+    wait_reaches(via_a_batch, a2.port(), &proxy).await;
     let port_b: Option<u16> = on_b.query_first("SELECT @@port").await.unwrap();
     assert_eq!(
         port_b,
@@ -124,6 +127,17 @@ async fn two_clusters_in_one_process_each_follow_their_own_failover() {
         on_b.query_first::<u16, _>("SELECT @@port").await.is_err(),
         "B's old session was closed by B's failover (on_failover = close)"
     );
+
+    // cluster-a and cluster-a-batch ask Consul the same question: one blocking query serves
+    // both, so no index is asked twice (double only: a real agent keeps no request log).
+    if let Some(seen) = consul.requests("/v1/health/service/mysql-a") {
+        let mut indexes: Vec<&str> = seen.iter().filter_map(|r| r.param("index")).collect();
+        let asked = indexes.len();
+        indexes.sort();
+        indexes.dedup();
+        assert_eq!(indexes.len(), asked, "one watch for two routes: {seen:?}");
+        assert!(asked >= 2, "the failover was watched: {seen:?}");
+    }
 
     // Metrics: every series labelled with its route, one failover each.
     let (_, metrics) = proxy.admin_get("/metrics").await;

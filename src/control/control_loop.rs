@@ -27,7 +27,8 @@ use super::failover;
 use super::fence::{self, Writability};
 use super::primary::{Backend, PrimaryPublisher};
 use super::selection::{Selection, select};
-use super::sources::{self, Excluded, Exclusion, Observation};
+use super::sources::shared::SharedSources;
+use super::sources::{Excluded, Exclusion, Observation};
 use super::supervisor::describe_end;
 use crate::config::Config;
 use crate::ops::history::FailoverHistory;
@@ -37,20 +38,38 @@ use crate::ops::status::DiscoveryStatus;
 /// Longest a fencing check may take.
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// What a control loop works with besides its configuration: kept by its route, so a reload
+/// can start a new loop with the same primary, metrics and history.
+#[derive(Clone)]
+pub struct Wiring {
+    pub publisher: Arc<PrimaryPublisher>,
+    pub metrics: Arc<Metrics>,
+    /// Poked by connections after a failed connect: look again now.
+    pub refresh: Arc<Notify>,
+    pub status: Arc<DiscoveryStatus>,
+    pub history: Arc<FailoverHistory>,
+    /// The process's watches: routes asking the same question share one source.
+    pub sources: Arc<SharedSources>,
+}
+
 /// Runs the configured source and publishes what it finds until `stop` is cancelled
 /// (`Ok`). If the source task ends on its own (a panic, or a loop that returned), returns
 /// `Err` with the cause, for the [`supervisor`](super::supervisor) to log and restart.
 pub async fn run(
     config: Arc<Config>,
-    publisher: Arc<PrimaryPublisher>,
-    metrics: Arc<Metrics>,
-    refresh: Arc<Notify>,
-    status: Arc<DiscoveryStatus>,
-    history: Arc<FailoverHistory>,
+    wiring: Wiring,
     stop: CancellationToken,
 ) -> Result<(), String> {
+    let Wiring {
+        publisher,
+        metrics,
+        refresh,
+        status,
+        history,
+        sources,
+    } = wiring;
     let (tx, mut rx) = mpsc::channel(16);
-    let source = sources::start(&config, tx, refresh, metrics.clone(), stop.child_token());
+    let source = sources.subscribe(&config, tx, refresh, metrics.clone(), stop.child_token());
     let describe = source.describe.clone();
     info!(source = %describe, verify_writable = config.fence.is_some(), "discovery started");
     status.set_source(&describe);

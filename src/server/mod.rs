@@ -27,6 +27,7 @@ use tracing::{error, info, warn};
 
 use crate::config::routes::IMPLICIT_ROUTE;
 use crate::config::{Config, Routes};
+use crate::control::sources::shared::SharedSources;
 use crate::data::listener;
 use crate::ops::admin::{self, AdminState, Exposure, RouteSet};
 use route::{BoundRoute, RunningRoute, needs_rebind};
@@ -164,9 +165,10 @@ impl Server {
             read_only,
         } = self;
         let order = Shutdown::default();
+        let sources = Arc::new(SharedSources::default());
         let mut running = Vec::with_capacity(routes.len());
         for bound in routes {
-            running.push(bound.start(&order, labelled)?);
+            running.push(bound.start(&order, &sources, labelled)?);
         }
         let (route_set_tx, routes_rx) = watch::channel(Arc::new(route_set(&running, labelled)));
         let admin_state = AdminState { routes: routes_rx };
@@ -192,7 +194,7 @@ impl Server {
                 Some(new) = reloads.recv() => {
                     warn_process_fields(&process, new.process());
                     let labelled = new.labelled;
-                    running = apply_reload(running, new, &order).await;
+                    running = apply_reload(running, new, &order, &sources).await;
                     let _ = route_set_tx.send(Arc::new(route_set(&running, labelled)));
                 }
             }
@@ -231,6 +233,7 @@ async fn apply_reload(
     running: Vec<RunningRoute>,
     new: Routes,
     order: &Shutdown,
+    sources: &Arc<SharedSources>,
 ) -> Vec<RunningRoute> {
     let labelled = new.labelled;
     let mut old: Vec<Option<RunningRoute>> = running.into_iter().map(Some).collect();
@@ -253,7 +256,9 @@ async fn apply_reload(
                     info!(route = %name, from = %current.local_addr, to = %route.config.listen, "reload: route moves to a new listen address");
                     retire(current, order);
                 }
-                match BoundRoute::bind(route).and_then(|bound| bound.start(order, labelled)) {
+                match BoundRoute::bind(route)
+                    .and_then(|bound| bound.start(order, sources, labelled))
+                {
                     Ok(started) => {
                         started.announce();
                         info!(route = %name, addr = %started.local_addr, "reload: route started");

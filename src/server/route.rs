@@ -28,8 +28,9 @@ use tracing::{Instrument, Span, info, warn};
 
 use super::{ServerError, Shutdown};
 use crate::config::{Config, Route};
-use crate::control::control_loop;
+use crate::control::control_loop::{self, Wiring};
 use crate::control::primary::PrimaryPublisher;
+use crate::control::sources::shared::SharedSources;
 use crate::control::supervisor::supervise;
 use crate::data::connection::ConnContext;
 use crate::data::listener;
@@ -79,7 +80,12 @@ impl BoundRoute {
     }
 
     /// Starts discovery and the accept workers. `labelled`: log lines carry the route's name.
-    pub fn start(self, process: &Shutdown, labelled: bool) -> Result<RunningRoute, ServerError> {
+    pub fn start(
+        self,
+        process: &Shutdown,
+        sources: &Arc<SharedSources>,
+        labelled: bool,
+    ) -> Result<RunningRoute, ServerError> {
         let BoundRoute {
             name,
             config,
@@ -100,21 +106,21 @@ impl BoundRoute {
         let config = Arc::new(config);
         let (publisher, primary) =
             PrimaryPublisher::new(tokens.hard_stop.clone(), "discovery starting");
-        let deps = DiscoveryDeps {
+        let wiring = Wiring {
             publisher: Arc::new(publisher),
             metrics: metrics.clone(),
             refresh: Arc::new(Notify::new()),
             status: Arc::new(DiscoveryStatus::default()),
-            failovers: Arc::new(FailoverHistory::default()),
-            span: span.clone(),
+            history: Arc::new(FailoverHistory::default()),
+            sources: sources.clone(),
         };
-        let discovery = DiscoveryTask::start(config.clone(), &deps);
+        let discovery = DiscoveryTask::start(config.clone(), &wiring, &span);
         let (config_tx, config_rx) = watch::channel(config.clone());
         let ctx = ConnContext {
             config: config_rx.clone(),
             primary: primary.clone(),
             metrics: metrics.clone(),
-            refresh: deps.refresh.clone(),
+            refresh: wiring.refresh.clone(),
             hard_stop: tokens.hard_stop.clone(),
         };
         let limit = Arc::new(Semaphore::new(config.max_connections));
@@ -149,8 +155,8 @@ impl BoundRoute {
             listen: local_addr,
             primary,
             metrics,
-            discovery: deps.status.clone(),
-            failovers: deps.failovers.clone(),
+            discovery: wiring.status.clone(),
+            failovers: wiring.history.clone(),
             config: config_rx,
         };
         Ok(RunningRoute {
@@ -159,7 +165,8 @@ impl BoundRoute {
             config_tx,
             limit,
             discovery,
-            deps,
+            wiring,
+            span,
             tokens,
             threads,
             view,
@@ -181,7 +188,9 @@ pub(super) struct RunningRoute {
     config_tx: watch::Sender<Arc<Config>>,
     limit: Arc<Semaphore>,
     discovery: DiscoveryTask,
-    deps: DiscoveryDeps,
+    wiring: Wiring,
+    /// The route's log span (named routes only).
+    span: Span,
     tokens: RouteTokens,
     threads: Vec<std::thread::JoinHandle<()>>,
     pub view: RouteView,
@@ -192,7 +201,7 @@ impl RunningRoute {
     /// proxy is up comes last).
     pub fn announce(&self) {
         let config = self.config();
-        self.deps.span.in_scope(|| {
+        self.span.in_scope(|| {
             info!(addr = %self.local_addr, workers = config.workers, max_connections = config.max_connections, "listening");
         });
     }
@@ -207,18 +216,18 @@ impl RunningRoute {
     /// The listen address and worker count need new sockets: [`needs_rebind`] tells the caller.
     pub async fn reload(&mut self, new: Config) {
         let old = self.config();
-        let new = Arc::new(keep_workers(&old, new, &self.deps.span));
+        let new = Arc::new(keep_workers(&old, new, &self.span));
         adjust_limit(&self.limit, old.max_connections, new.max_connections);
         let restart = discovery_changed(&old, &new);
         if restart {
             let old_task = std::mem::replace(
                 &mut self.discovery,
-                DiscoveryTask::start(new.clone(), &self.deps),
+                DiscoveryTask::start(new.clone(), &self.wiring, &self.span),
             );
             old_task.stop().await;
         }
         let _ = self.config_tx.send(new);
-        self.deps.span.in_scope(|| {
+        self.span.in_scope(|| {
             info!(discovery_restarted = restart, "configuration reloaded");
         });
     }
@@ -235,11 +244,11 @@ impl RunningRoute {
             tokens,
             discovery,
             threads,
-            deps,
+            span,
             ..
         } = self;
         tokens.connections.close();
-        deps.span.in_scope(|| {
+        span.in_scope(|| {
             info!(
                 open_connections = tokens.connections.len(),
                 grace_s = grace.as_secs_f64(),
@@ -250,7 +259,7 @@ impl RunningRoute {
             .await
             .is_err()
         {
-            deps.span.in_scope(|| {
+            span.in_scope(|| {
                 info!(
                     open_connections = tokens.connections.len(),
                     "shutdown grace expired: closing remaining connections"
@@ -276,16 +285,6 @@ pub(super) fn needs_rebind(old: &Config, new: &Config) -> bool {
     old.listen != new.listen
 }
 
-/// What a discovery loop needs besides its configuration; kept to restart it on a reload.
-struct DiscoveryDeps {
-    publisher: Arc<PrimaryPublisher>,
-    metrics: Arc<Metrics>,
-    refresh: Arc<Notify>,
-    status: Arc<DiscoveryStatus>,
-    failovers: Arc<FailoverHistory>,
-    span: Span,
-}
-
 /// A running discovery loop that a reload can replace.
 struct DiscoveryTask {
     stop: CancellationToken,
@@ -293,35 +292,21 @@ struct DiscoveryTask {
 }
 
 impl DiscoveryTask {
-    fn start(config: Arc<Config>, deps: &DiscoveryDeps) -> DiscoveryTask {
+    fn start(config: Arc<Config>, wiring: &Wiring, span: &Span) -> DiscoveryTask {
         let stop = CancellationToken::new();
         let loop_stop = stop.clone();
-        let (publisher, metrics, refresh, status, failovers) = (
-            deps.publisher.clone(),
-            deps.metrics.clone(),
-            deps.refresh.clone(),
-            deps.status.clone(),
-            deps.failovers.clone(),
-        );
+        let loop_wiring = wiring.clone();
         let handle = tokio::spawn(
             supervise(
                 "control loop",
-                deps.metrics.clone(),
-                deps.status.clone(),
+                wiring.metrics.clone(),
+                wiring.status.clone(),
                 stop.clone(),
                 move || {
-                    control_loop::run(
-                        config.clone(),
-                        publisher.clone(),
-                        metrics.clone(),
-                        refresh.clone(),
-                        status.clone(),
-                        failovers.clone(),
-                        loop_stop.child_token(),
-                    )
+                    control_loop::run(config.clone(), loop_wiring.clone(), loop_stop.child_token())
                 },
             )
-            .instrument(deps.span.clone()),
+            .instrument(span.clone()),
         );
         DiscoveryTask { stop, handle }
     }

@@ -6,7 +6,8 @@
 //! - [`consul`]: health, catalog or KV blocking queries;
 //! - [`dns`]: A/AAAA or SRV lookups, uncached;
 //! - [`backoff`]: the retry delays they share; [`pacing`]: the token bucket that bounds a
-//!   blocking-query loop's request rate.
+//!   blocking-query loop's request rate;
+//! - [`shared`]: one source per distinct question, shared by the routes that ask it.
 //!
 //! A source that cannot reach its authority sends [`Observation::Unavailable`]: the last primary
 //! is kept (Consul down is not the database down).
@@ -15,6 +16,7 @@ pub(crate) mod backoff;
 pub mod consul;
 pub mod dns;
 pub(crate) mod pacing;
+pub mod shared;
 pub(crate) mod static_source;
 
 use std::sync::Arc;

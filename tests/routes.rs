@@ -168,6 +168,12 @@ async fn two_clusters_in_one_process_each_follow_their_own_failover() {
     };
     assert!(primary_of(0).ends_with("/a2"), "{status}");
     assert!(primary_of(1).ends_with("/b2"), "{status}");
+    // The status page lists every route.
+    let (_, page) = proxy.admin_get("/").await;
+    assert!(page.contains("id=\"routes\""), "{page}");
+    for name in ["cluster-a", "cluster-b", "cluster-a-batch", "mysql-b"] {
+        assert!(page.contains(name), "{name} missing from the page");
+    }
     // Log lines carry the route's name.
     let log = proxy.log.text();
     assert!(

@@ -26,7 +26,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::control::control_loop;
+use crate::control::control_loop::{self, Publishers};
+use crate::control::pool::PoolPublisher;
 use crate::control::primary::PrimaryPublisher;
 use crate::control::supervisor::supervise;
 use crate::data::connection::ConnContext;
@@ -158,6 +159,8 @@ impl Server {
         let hard_stop = shutdown_order.hard_stop.clone();
         let (publisher, primary) = PrimaryPublisher::new(hard_stop.clone(), "discovery starting");
         let publisher = Arc::new(publisher);
+        let (pool_publisher, pool) = PoolPublisher::new(hard_stop.clone(), "discovery starting");
+        let pool_publisher = Arc::new(pool_publisher);
         let refresh = Arc::new(Notify::new());
         let discovery_status = Arc::new(DiscoveryStatus::default());
         let failovers = Arc::new(FailoverHistory::default());
@@ -165,6 +168,8 @@ impl Server {
         let ctx = ConnContext {
             config: config_rx.clone(),
             primary: primary.clone(),
+            pool,
+            fallback: None,
             metrics: metrics.clone(),
             refresh: refresh.clone(),
             hard_stop: hard_stop.clone(),
@@ -173,7 +178,10 @@ impl Server {
         let start_discovery = |config: Arc<Config>| {
             DiscoveryTask::start(
                 config,
-                publisher.clone(),
+                Publishers {
+                    primary: publisher.clone(),
+                    pool: pool_publisher.clone(),
+                },
                 metrics.clone(),
                 refresh.clone(),
                 discovery_status.clone(),
@@ -333,7 +341,7 @@ struct DiscoveryTask {
 impl DiscoveryTask {
     fn start(
         config: Arc<Config>,
-        publisher: Arc<PrimaryPublisher>,
+        publishers: Publishers,
         metrics: Arc<Metrics>,
         refresh: Arc<Notify>,
         status: Arc<DiscoveryStatus>,
@@ -349,7 +357,7 @@ impl DiscoveryTask {
             move || {
                 control_loop::run(
                     config.clone(),
-                    publisher.clone(),
+                    publishers.clone(),
                     metrics.clone(),
                     refresh.clone(),
                     status.clone(),
@@ -400,6 +408,7 @@ fn discovery_changed(old: &Config, new: &Config) -> bool {
         || old.on_multiple != new.on_multiple
         || old.fence != new.fence
         || old.failover != new.failover
+        || old.role != new.role
 }
 
 /// Grows or shrinks the connection limit in place. Shrinking waits for connections to end:

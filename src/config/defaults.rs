@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::kinds::{
-    Consistency, LogFormat, OnFailover, OnMultiple, ProxyProtocol, RelayKind, WarningIs,
+    Balance, Consistency, LogFormat, OnFailover, OnMultiple, ProxyProtocol, RelayKind, Role,
+    WarningIs,
 };
 use super::settings::Settings;
 
@@ -45,6 +46,9 @@ pub fn table() -> Settings {
         on_failover: Some(OnFailover::Close),
         drain_grace: Some(secs(5)),
         proxy_protocol: Some(ProxyProtocol::Off),
+        role: Some(Role::Primary),
+        balance: Some(Balance::LeastConnections),
+        fallback: Some("hold".to_owned()),
         relay: Some(RelayKind::Pump),
         workers: Some(1),
         log_format: Some(LogFormat::Text),

@@ -115,6 +115,28 @@ pub enum ProxyProtocol {
     V2,
 }
 
+/// What a route serves: the one current primary, or a pool of every healthy instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ValueEnum, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// One server: the current primary (sticky, split-brain refusal, fencing).
+    #[default]
+    Primary,
+    /// Every healthy instance; each new connection goes to one of them by `balance`.
+    Replica,
+}
+
+/// How a replica route spreads new connections over its pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ValueEnum, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Balance {
+    /// The member with the fewest open connections; ties in turn.
+    #[default]
+    LeastConnections,
+    /// Each member in turn.
+    RoundRobin,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,5 +160,7 @@ mod tests {
         check::<OnMultiple>();
         check::<WarningIs>();
         check::<ProxyProtocol>();
+        check::<Role>();
+        check::<Balance>();
     }
 }

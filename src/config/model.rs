@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::kinds::{
-    Consistency, DnsRecord, LogFormat, OnFailover, OnMultiple, ProxyProtocol, RelayKind, WarningIs,
+    Balance, Consistency, DnsRecord, LogFormat, OnFailover, OnMultiple, ProxyProtocol, RelayKind,
+    Role, WarningIs,
 };
 use crate::util::secret::Secret;
 
@@ -40,6 +41,12 @@ pub struct Config {
     /// `verify_writable` is off (with it, for as long as it is verified writable).
     pub withdrawn_grace: Duration,
     pub proxy_protocol: ProxyProtocol,
+    /// One primary, or a pool of replicas.
+    pub role: Role,
+    /// `role = replica`: how a new connection picks its pool member.
+    pub balance: Balance,
+    /// `role = replica`: what happens when the pool is empty.
+    pub fallback: Fallback,
     pub relay: RelayKind,
     pub workers: usize,
     pub log_format: LogFormat,
@@ -52,6 +59,16 @@ pub struct FailoverPolicy {
     pub on_failover: OnFailover,
     /// With `drain`: how long old connections may live on.
     pub drain_grace: Duration,
+}
+
+/// What a replica route does when no replica is healthy.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Fallback {
+    /// Hold the client up to `hold_timeout`, then an ERR packet saying why.
+    #[default]
+    Hold,
+    /// Send it to that (primary) route's current primary.
+    Route(String),
 }
 
 /// The discovery source with the settings it needs.

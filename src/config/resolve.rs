@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::defaults;
-use super::kinds::{Consistency, DiscoveryKind, DnsRecord};
+use super::kinds::{Consistency, DiscoveryKind, DnsRecord, Role};
 use super::model::{
     Config, ConsulConfig, ConsulScope, ConsulSource, ConsulTls, Discovery, DnsConfig,
-    FailoverPolicy, FenceConfig, HealthRules, MAX_CONSUL_WAIT,
+    FailoverPolicy, Fallback, FenceConfig, HealthRules, MAX_CONSUL_WAIT,
 };
 use super::settings::Settings;
 use super::{ConfigError, invalid};
@@ -27,6 +27,17 @@ impl Config {
         s: Settings,
         monitor_password: Option<Secret>,
     ) -> Result<Config, ConfigError> {
+        // The top-level settings are one implicit route without a name: no route to fall back to.
+        Config::resolve_route(s, monitor_password, &[])
+    }
+
+    /// Like [`Config::resolve_with`], for a `[[route]]` table: `fallback` may name one of
+    /// `routes` (the other routes of the file; [`Routes`](super::Routes) checks their role).
+    pub fn resolve_route(
+        s: Settings,
+        monitor_password: Option<Secret>,
+        routes: &[&str],
+    ) -> Result<Config, ConfigError> {
         let s = defaults::table().overlay(s);
         let service = need("service", s.service.clone())?;
         if service.trim().is_empty() || service.contains('/') {
@@ -37,6 +48,14 @@ impl Config {
         }
         let discovery = resolve_discovery(&s)?;
         let fence = resolve_fence(&s, monitor_password)?;
+        let role = need("role", s.role)?;
+        if role == Role::Replica && fence.is_some() {
+            return Err(invalid(
+                "verify_writable",
+                "does not apply to `role = replica` (fencing keeps writes off a read-only server; replicas are read-only): turn verify_writable off or use role = primary",
+            ));
+        }
+        let fallback = resolve_fallback(&need("fallback", s.fallback.clone())?, routes)?;
         let max_connections = need("max_connections", s.max_connections)?;
         if max_connections == 0 {
             return Err(invalid("max_connections", "must be at least 1"));
@@ -77,6 +96,9 @@ impl Config {
             },
             withdrawn_grace: need("withdrawn_grace", s.withdrawn_grace)?,
             proxy_protocol: need("proxy_protocol", s.proxy_protocol)?,
+            role,
+            balance: need("balance", s.balance)?,
+            fallback,
             relay: need("relay", s.relay)?,
             workers,
             log_format: need("log_format", s.log_format)?,
@@ -230,6 +252,32 @@ fn resolve_discovery(s: &Settings) -> Result<Discovery, ConfigError> {
             ignore_checks: ignore_checks(s)?,
         },
     })))
+}
+
+/// `fallback`: `hold`, or the name of one of `routes` (the routes a `[[route]]` table may fall
+/// back to; none for the top-level settings).
+fn resolve_fallback(text: &str, routes: &[&str]) -> Result<Fallback, ConfigError> {
+    match text.trim() {
+        "hold" => Ok(Fallback::Hold),
+        "" => Err(invalid(
+            "fallback",
+            "must be `hold` or the name of a primary route",
+        )),
+        name if routes.contains(&name) => Ok(Fallback::Route(name.to_owned())),
+        name if routes.is_empty() => Err(invalid(
+            "fallback",
+            format!(
+                "`{name}` names a route, but these settings are not a [[route]] table: only `hold` applies here"
+            ),
+        )),
+        name => Err(invalid(
+            "fallback",
+            format!(
+                "no route named `{name}` (routes: {}); use `hold` or one of them",
+                routes.join(", ")
+            ),
+        )),
+    }
 }
 
 fn non_empty(value: &Option<String>) -> Option<String> {
@@ -439,6 +487,44 @@ mod tests {
             backend: Some("127.0.0.1:3307".parse().unwrap()),
             ..Settings::default()
         }
+    }
+
+    #[test]
+    fn replica_settings_default_and_validate() {
+        use crate::config::{Balance, Fallback};
+        let c = Config::resolve(with_backend()).unwrap();
+        assert_eq!(
+            (c.role, c.balance, c.fallback),
+            (Role::Primary, Balance::LeastConnections, Fallback::Hold)
+        );
+        let replica = || Settings {
+            role: Some(Role::Replica),
+            ..Settings::default()
+        };
+        assert_eq!(Config::resolve(replica()).unwrap().role, Role::Replica);
+        let refused = |s: Settings| Config::resolve(s).unwrap_err().to_string();
+        let err = refused(Settings {
+            verify_writable: Some(true),
+            monitor_user: Some("monitor".into()),
+            ..replica()
+        });
+        assert!(
+            err.contains("`verify_writable`") && err.contains("role = replica"),
+            "{err}"
+        );
+        let err = refused(Settings {
+            fallback: Some("main-rw".into()),
+            ..replica()
+        });
+        assert!(
+            err.contains("`fallback`") && err.contains("main-rw"),
+            "{err}"
+        );
+        assert_eq!(
+            resolve_fallback("main-rw", &["main-rw", "main-ro"]).unwrap(),
+            Fallback::Route("main-rw".into())
+        );
+        assert!(resolve_fallback("other", &["main-rw"]).is_err());
     }
 
     #[test]

@@ -22,7 +22,8 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::model::{Config, MONITOR_PASSWORD_ENV};
+use super::kinds::Role;
+use super::model::{Config, Fallback, MONITOR_PASSWORD_ENV};
 use super::settings::Settings;
 use super::{ConfigError, Secret};
 
@@ -88,6 +89,7 @@ impl Routes {
                 labelled: false,
             });
         }
+        let all_names: Vec<String> = tables.iter().map(|(name, _)| name.clone()).collect();
         let mut names = HashSet::new();
         let mut listens: Vec<(SocketAddr, Arc<str>)> = Vec::new();
         let mut routes = Vec::with_capacity(tables.len());
@@ -106,8 +108,17 @@ impl Routes {
                     "is process-wide: set it at the top level of the file, not in a route",
                 )));
             }
-            let config = Config::resolve_with(top.clone().overlay(table), monitor_password.clone())
-                .map_err(in_route)?;
+            let others: Vec<&str> = all_names
+                .iter()
+                .map(String::as_str)
+                .filter(|other| *other != name)
+                .collect();
+            let config = Config::resolve_route(
+                top.clone().overlay(table),
+                monitor_password.clone(),
+                &others,
+            )
+            .map_err(in_route)?;
             let name: Arc<str> = name.into();
             // Port 0 asks the kernel for a free port: never a clash.
             if config.listen.port() != 0
@@ -122,6 +133,7 @@ impl Routes {
             listens.push((config.listen, name.clone()));
             routes.push(Route { name, config });
         }
+        check_fallbacks(&routes)?;
         Ok(Routes {
             routes,
             labelled: true,
@@ -139,6 +151,31 @@ impl Routes {
     pub fn get(&self, name: &str) -> Option<&Route> {
         self.routes.iter().find(|r| &*r.name == name)
     }
+}
+
+/// A replica route may fall back only to a primary route (whose primary it then uses).
+fn check_fallbacks(routes: &[Route]) -> Result<(), ConfigError> {
+    for route in routes {
+        let Fallback::Route(target) = &route.config.fallback else {
+            continue;
+        };
+        let target_role = routes
+            .iter()
+            .find(|r| &*r.name == target)
+            .map(|r| r.config.role);
+        if target_role != Some(Role::Primary) {
+            return Err(ConfigError::Route {
+                route: route.name.to_string(),
+                source: Box::new(super::invalid(
+                    "fallback",
+                    format!(
+                        "route `{target}` is not a `role = primary` route: a fallback must be a primary route (or `hold`)"
+                    ),
+                )),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Reads a config file: its top-level fields, and each `[[route]]` table with its `name`.

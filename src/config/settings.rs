@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
 use super::kinds::{
-    Consistency, DiscoveryKind, DnsRecord, LogFormat, OnFailover, OnMultiple, ProxyProtocol,
-    RelayKind, WarningIs,
+    Balance, Consistency, DiscoveryKind, DnsRecord, LogFormat, OnFailover, OnMultiple,
+    ProxyProtocol, RelayKind, Role, WarningIs,
 };
 use crate::util::secret::Secret;
 
@@ -297,6 +297,18 @@ pub struct Settings {
     /// Send a PROXY protocol header to the server so it sees the client's address: off or v2 (MariaDB needs proxy_protocol_networks to admit the proxy)
     #[arg(long, env = "CONSUL_MYSQL_PROXY_PROXY_PROTOCOL", value_enum)]
     pub proxy_protocol: Option<ProxyProtocol>,
+
+    /// What the route serves: primary (the one current primary) or replica (a pool of every healthy instance: Consul health passing or its service check in warning — a lagging replica —, every DNS record, the static backend)
+    #[arg(long, env = "CONSUL_MYSQL_PROXY_ROLE", value_enum)]
+    pub role: Option<Role>,
+
+    /// role = replica: how new connections are spread over the pool: least-connections (fewest open, ties in turn) or round-robin
+    #[arg(long, env = "CONSUL_MYSQL_PROXY_BALANCE", value_enum)]
+    pub balance: Option<Balance>,
+
+    /// role = replica: what a client gets when no replica is healthy: `hold` (wait up to hold_timeout, then an ERR packet) or the name of a primary route whose primary it is sent to
+    #[arg(long, env = "CONSUL_MYSQL_PROXY_FALLBACK", value_name = "hold|ROUTE")]
+    pub fallback: Option<String>,
 
     /// Byte pump for established connections: pump or copy (tokio copy_bidirectional, the reference)
     #[arg(long, env = "CONSUL_MYSQL_PROXY_RELAY", value_enum)]

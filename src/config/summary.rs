@@ -4,8 +4,8 @@
 
 use serde::Serialize;
 
-use super::kinds::{Consistency, DnsRecord, OnFailover, OnMultiple, RelayKind};
-use super::model::{Config, ConsulSource, Discovery};
+use super::kinds::{Balance, Consistency, DnsRecord, OnFailover, OnMultiple, RelayKind, Role};
+use super::model::{Config, ConsulSource, Discovery, Fallback};
 
 #[derive(Debug, Serialize)]
 pub struct ConfigSummary {
@@ -22,6 +22,13 @@ pub struct ConfigSummary {
     drain_grace_s: f64,
     verify_writable: bool,
     monitor_user: Option<String>,
+    role: Role,
+    /// `role = replica` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    balance: Option<Balance>,
+    /// `role = replica` only: `hold` or a route name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fallback: Option<String>,
     relay: RelayKind,
     workers: usize,
 }
@@ -137,6 +144,12 @@ impl Config {
             drain_grace_s: secs(self.failover.drain_grace),
             verify_writable: self.fence.is_some(),
             monitor_user: self.fence.as_ref().map(|f| f.user.clone()),
+            role: self.role,
+            balance: (self.role == Role::Replica).then_some(self.balance),
+            fallback: (self.role == Role::Replica).then(|| match &self.fallback {
+                Fallback::Hold => "hold".to_owned(),
+                Fallback::Route(name) => name.clone(),
+            }),
             relay: self.relay,
             workers: self.workers,
         }
@@ -164,6 +177,8 @@ mod tests {
         assert_eq!(json["on_failover"], "drain");
         assert_eq!(json["on_multiple"], "refuse");
         assert_eq!(json["relay"], "pump");
+        assert_eq!(json["role"], "primary");
+        assert!(json.get("balance").is_none(), "{json}");
         assert!(!json.to_string().contains("t0ken-value"));
 
         let c = Config::resolve(Settings {
@@ -174,6 +189,19 @@ mod tests {
         let json = serde_json::to_value(c.summary()).unwrap();
         assert_eq!(json["discovery"]["kind"], "static");
         assert_eq!(json["discovery"]["backend"], "127.0.0.1:3307");
+
+        let c = Config::resolve(Settings {
+            backend: Some("127.0.0.1:3307".parse().unwrap()),
+            role: Some(Role::Replica),
+            balance: Some(Balance::RoundRobin),
+            ..Settings::default()
+        })
+        .unwrap();
+        let json = serde_json::to_value(c.summary()).unwrap();
+        assert_eq!(
+            (&json["role"], &json["balance"], &json["fallback"]),
+            (&"replica".into(), &"round-robin".into(), &"hold".into())
+        );
 
         let c = Config::resolve(Settings {
             discovery: Some(crate::config::DiscoveryKind::Dns),

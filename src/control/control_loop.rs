@@ -13,6 +13,9 @@
 //! runs (a hung server must not stall discovery) — and is published only once writable. An
 //! [`Observation::Unavailable`] keeps the last primary (Consul down is not the database down),
 //! unless `consul_stale_after` is set and that long has passed without a usable answer.
+//!
+//! With `role = replica` there is no selection: each usable observation goes to the
+//! [`replicas`](super::replicas) branch, which publishes a pool of every healthy instance.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,12 +28,14 @@ use tracing::{Instrument, debug, info, warn};
 
 use super::failover;
 use super::fence::{self, Writability};
+use super::pool::PoolPublisher;
 use super::primary::{Backend, PrimaryPublisher};
+use super::replicas::Replicas;
 use super::selection::{Selection, select};
 use super::sources::shared::SharedSources;
 use super::sources::{Excluded, Exclusion, Observation};
 use super::supervisor::describe_end;
-use crate::config::Config;
+use crate::config::{Config, Role};
 use crate::ops::history::FailoverHistory;
 use crate::ops::metrics::Metrics;
 use crate::ops::status::DiscoveryStatus;
@@ -43,6 +48,8 @@ const VERIFY_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub struct Wiring {
     pub publisher: Arc<PrimaryPublisher>,
+    /// `role = replica`: where the pool is published.
+    pub pool: Arc<PoolPublisher>,
     pub metrics: Arc<Metrics>,
     /// Poked by connections after a failed connect: look again now.
     pub refresh: Arc<Notify>,
@@ -62,6 +69,7 @@ pub async fn run(
 ) -> Result<(), String> {
     let Wiring {
         publisher,
+        pool,
         metrics,
         refresh,
         status,
@@ -92,7 +100,10 @@ pub async fn run(
         unavailable_since: None,
         last_error: String::new(),
         withdrawn: None,
+        replicas: (config.role == Role::Replica)
+            .then(|| Replicas::new(&pool, &status, config.failover)),
     };
+    state.role_changed(&pool);
     let mut verification = Verification::default();
     let mut source_task = source.task;
     let ended = loop {
@@ -207,6 +218,8 @@ struct State<'a> {
     last_error: String,
     /// The current primary, withdrawn by Consul without a replacement and still routed to.
     withdrawn: Option<Withdrawn>,
+    /// `role = replica`: the pool branch, which takes every usable observation.
+    replicas: Option<Replicas<'a>>,
 }
 
 /// A primary Consul withdrew (lost sight of) that the proxy keeps routing to.
@@ -226,7 +239,7 @@ fn lost_sight_of(primary: &Backend, excluded: &[Excluded]) -> Option<String> {
             ..
         }) => None,
         Some(Excluded {
-            why: Exclusion::Critical(why),
+            why: Exclusion::Critical(why) | Exclusion::Lagging(why),
             ..
         }) => Some(why.clone()),
         None => Some("deregistered: its agent left, restarted or lost its state".to_owned()),
@@ -234,12 +247,40 @@ fn lost_sight_of(primary: &Backend, excluded: &[Excluded]) -> Option<String> {
 }
 
 impl State<'_> {
+    /// Whether the route has somewhere to send clients: a primary, or a pool member.
     fn primary_known(&self) -> bool {
+        match &self.replicas {
+            Some(replicas) => replicas.known(),
+            None => self.primary_known_as_primary(),
+        }
+    }
+
+    /// A reload changed the role: what the other role published is withdrawn.
+    fn role_changed(&mut self, pool: &PoolPublisher) {
+        if self.replicas.is_some() {
+            if self.primary_known_as_primary() {
+                self.publish(None, "role = replica: this route serves a pool".to_owned());
+            }
+        } else if !pool.current().members.is_empty() {
+            let status = self.status;
+            Replicas::new(pool, status, self.config.failover).empty("role = primary".to_owned());
+            status.set_pool(None);
+        }
+    }
+
+    fn primary_known_as_primary(&self) -> bool {
         self.publisher.current().backend.is_some()
     }
 
     /// Applies one observation; returns a backend to verify before publishing it.
     fn apply(&mut self, observation: Observation, describe: &str) -> Option<Backend> {
+        if let Some(replicas) = &mut self.replicas
+            && !matches!(observation, Observation::Unavailable(_))
+        {
+            replicas.observe(observation, describe);
+            self.answered(describe);
+            return None;
+        }
         let selection = match observation {
             Observation::Candidates(candidates) => {
                 let current = self.publisher.current().backend;
@@ -470,6 +511,10 @@ impl State<'_> {
             "no usable answer from discovery for {} (consul_stale_after)",
             humantime::format_duration(after)
         );
+        if let Some(replicas) = &mut self.replicas {
+            replicas.empty(reason);
+            return;
+        }
         self.end_withdrawal(&None);
         self.desired = None;
         self.publish(None, reason);

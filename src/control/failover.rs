@@ -68,28 +68,15 @@ impl Tracker {
         metrics: &std::sync::Arc<Metrics>,
     ) {
         let old = change.old.as_ref().map(ToString::to_string);
-        let closed = match (&change.old, policy.on_failover) {
-            (None, _) => 0,
-            (Some(_), OnFailover::Close) => {
-                let bound = change.old_stats.bound();
-                change.old_leave.cancel();
-                bound
-            }
-            (Some(_), OnFailover::Drain) => {
-                schedule_drain(change.old_leave.clone(), policy.drain_grace);
-                0
-            }
-            (Some(old), OnFailover::Idle) => {
-                change.old_leave_idle.cancel();
-                schedule_idle_drain(
-                    old.to_string(),
-                    change.old_leave.clone(),
-                    change.old_stats.clone(),
-                    policy.drain_grace,
-                );
-                0
-            }
-            (Some(_), OnFailover::Keep) => 0,
+        let closed = match &change.old {
+            None => 0,
+            Some(old) => release(
+                &old.to_string(),
+                &change.old_leave,
+                &change.old_leave_idle,
+                &change.old_stats,
+                policy,
+            ),
         };
         if change.old.is_some() {
             metrics.failovers.inc();
@@ -167,6 +154,40 @@ impl Tracker {
                 "failover timeline"
             );
         });
+    }
+}
+
+/// Applies `policy` to the connections bound to `old` through `leave` (and its child
+/// `leave_idle`): a replaced primary, or a replica that left its pool. Returns how many were
+/// closed at once.
+pub fn release(
+    old: &str,
+    leave: &CancellationToken,
+    leave_idle: &CancellationToken,
+    stats: &Arc<EpochStats>,
+    policy: &FailoverPolicy,
+) -> usize {
+    match policy.on_failover {
+        OnFailover::Close => {
+            let bound = stats.bound();
+            leave.cancel();
+            bound
+        }
+        OnFailover::Drain => {
+            schedule_drain(leave.clone(), policy.drain_grace);
+            0
+        }
+        OnFailover::Idle => {
+            leave_idle.cancel();
+            schedule_idle_drain(
+                old.to_owned(),
+                leave.clone(),
+                stats.clone(),
+                policy.drain_grace,
+            );
+            0
+        }
+        OnFailover::Keep => 0,
     }
 }
 

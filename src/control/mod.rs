@@ -13,13 +13,17 @@
 //! - [`fence`]: with `verify_writable`, a read-only server is never adopted;
 //! - [`primary`]: the published value the data side reads;
 //! - [`failover`]: what happens to the connections of a replaced primary, and the timeline;
+//! - [`pool`]: a replica route's published pool and how a new connection picks a member;
+//! - [`replicas`]: the control loop's branch for `role = replica` (observation → pool);
 //! - [`control_loop`]: the loop that ties them together;
 //! - [`supervisor`]: restarts a discovery task that ended, so discovery is never blind.
 
 pub(crate) mod control_loop;
 pub(crate) mod failover;
 pub(crate) mod fence;
+pub(crate) mod pool;
 pub(crate) mod primary;
+pub(crate) mod replicas;
 pub(crate) mod selection;
 pub mod sources;
 pub(crate) mod supervisor;

@@ -1,6 +1,7 @@
 //! One client connection, from accept to close.
 //!
-//! 1. **Bind**: read the current [`Primary`] snapshot; if there is none, *hold* the client (it
+//! 1. **Bind**: read the current [`Primary`] snapshot — for a replica route, a pool member picked
+//!    by `balance` ([`upstream`](super::upstream)); if there is none, *hold* the client (it
 //!    has sent nothing yet — MySQL servers speak first) until one is published.
 //! 2. **Connect** to the primary with a timeout, TCP_NODELAY, keepalive and TCP_USER_TIMEOUT, and
 //!    wait for the server's first bytes (the greeting) without consuming them: a server that
@@ -30,8 +31,10 @@ use super::idle::Observer;
 use super::leave::{self, Ended};
 use super::mysql_packet::{ErrReason, err_packet};
 use super::proxy_protocol::v2_header;
+use super::upstream::{Target, Upstream};
 use crate::config::{Config, OnFailover, ProxyProtocol};
-use crate::control::primary::{Backend, Primary, PrimaryWatch};
+use crate::control::pool::PoolWatch;
+use crate::control::primary::{Backend, BoundGuard, Primary, PrimaryWatch};
 use crate::ops::metrics::{GaugeGuard, Metrics};
 
 /// What every connection of a worker shares.
@@ -40,6 +43,10 @@ pub struct ConnContext {
     /// Live configuration; read once per connection, so a reload affects new connections only.
     pub config: watch::Receiver<Arc<Config>>,
     pub primary: PrimaryWatch,
+    /// The route's replica pool, used when the live config says `role = replica`.
+    pub pool: PoolWatch,
+    /// `fallback = "<route>"`: that route's primary, used while the pool is empty.
+    pub fallback: Option<PrimaryWatch>,
     pub metrics: Arc<Metrics>,
     /// Poked after a failed connect so discovery looks again now instead of at its next poll.
     pub refresh: Arc<Notify>,
@@ -86,7 +93,7 @@ async fn serve_inner(mut client: TcpStream, mut ctx: ConnContext) {
             _ => return,
         },
     };
-    let (mut backend, bound) = match Box::pin(bind_backend(
+    let (mut backend, bound, picked) = match Box::pin(bind_backend(
         &config,
         &mut ctx,
         proxy_header.as_deref(),
@@ -105,7 +112,8 @@ async fn serve_inner(mut client: TcpStream, mut ctx: ConnContext) {
         }
     };
     // Counted for the failover timeline (how many connections a failover closes) and per backend.
-    let _bound = bound.stats.bind();
+    // A pool member counted the connection when it was picked.
+    let _bound = picked.unwrap_or_else(|| bound.stats.bind());
     let _backend_count = bound.backend.as_ref().map(|b| {
         GaugeGuard::inc(
             bound
@@ -193,25 +201,31 @@ async fn serve_inner(mut client: TcpStream, mut ctx: ConnContext) {
     }
 }
 
-/// Holds the client until a primary accepts a connection and greets, or refuses it.
+/// Holds the client until a primary (or pool member) accepts a connection and greets, or
+/// refuses it. Returns the socket, the snapshot it belongs to and, for a pool member, the guard
+/// counting the connection on it.
 async fn bind_backend(
     config: &Config,
     ctx: &mut ConnContext,
     proxy_header: Option<&[u8]>,
-) -> Result<(TcpStream, Primary), Refusal> {
+) -> Result<(TcpStream, Primary, Option<BoundGuard>), Refusal> {
     let deadline = tokio::time::Instant::now() + config.hold_timeout;
     let mut held: Option<GaugeGuard> = None;
     let mut last_failure: Option<(Backend, HoldFailure)> = None;
     let mut retry_delay = Duration::from_millis(50);
+    let mut upstream = Upstream::new(config, ctx);
     loop {
-        let snapshot = ctx.primary.borrow_and_update().clone();
+        let Target {
+            bound: snapshot,
+            guard,
+        } = upstream.current();
         let Some(backend) = snapshot.backend.clone() else {
             if held.is_none() {
                 held = Some(hold(&ctx.metrics, config)?);
             }
-            wait_for_change(ctx, deadline, None).await?;
+            wait_for_change(&mut upstream, &ctx.hard_stop, deadline, None).await?;
             if tokio::time::Instant::now() >= deadline {
-                return Err(no_primary(config, ctx, last_failure));
+                return Err(no_primary(config, &upstream, last_failure));
             }
             continue;
         };
@@ -219,18 +233,20 @@ async fn bind_backend(
             result = connect(config, &backend, proxy_header) => result,
             // A new primary was published while we were connecting (the old one may hang
             // until connect_timeout or the greeting timeout): go to the new one now.
-            Ok(()) = ctx.primary.changed() => continue,
+            Ok(()) = upstream.changed() => continue,
             () = tokio::time::sleep_until(deadline) => {
                 // Report the cause we know (e.g. an earlier "no greeting"), else this attempt.
                 let failure = last_failure
                     .unwrap_or((backend, HoldFailure::StillConnecting(config.hold_timeout)));
-                return Err(no_primary(config, ctx, Some(failure)));
+                return Err(no_primary(config, &upstream, Some(failure)));
             }
             () = ctx.hard_stop.cancelled() => return Err(shutting_down()),
         };
         match attempt {
-            Ok(stream) => return Ok((stream, snapshot)),
+            Ok(stream) => return Ok((stream, snapshot, guard)),
             Err(error) => {
+                drop(guard);
+                upstream.failed(backend.addr);
                 ctx.metrics.backend_connect_error(error.label());
                 ctx.refresh.notify_one();
                 debug!(backend = %backend, %error, reason = error.label(), "backend connect failed; client held");
@@ -239,20 +255,21 @@ async fn bind_backend(
                     held = Some(hold(&ctx.metrics, config)?);
                 }
                 // Retry when the primary changes, or after a short, growing delay.
-                wait_for_change(ctx, deadline, Some(retry_delay)).await?;
+                wait_for_change(&mut upstream, &ctx.hard_stop, deadline, Some(retry_delay)).await?;
                 retry_delay = (retry_delay * 2).min(Duration::from_secs(1));
                 if tokio::time::Instant::now() >= deadline {
-                    return Err(no_primary(config, ctx, last_failure));
+                    return Err(no_primary(config, &upstream, last_failure));
                 }
             }
         }
     }
 }
 
-/// Waits until the primary changes, `delay` passes, or the hold deadline is reached.
+/// Waits until the primary (or pool) changes, `delay` passes, or the hold deadline is reached.
 /// Fails only on hard stop.
 async fn wait_for_change(
-    ctx: &mut ConnContext,
+    upstream: &mut Upstream,
+    hard_stop: &CancellationToken,
     deadline: tokio::time::Instant,
     delay: Option<Duration>,
 ) -> Result<(), Refusal> {
@@ -261,8 +278,8 @@ async fn wait_for_change(
         None => deadline,
     };
     tokio::select! {
-        _ = timeout_at(until, ctx.primary.changed()) => Ok(()),
-        () = ctx.hard_stop.cancelled() => Err(shutting_down()),
+        _ = timeout_at(until, upstream.changed()) => Ok(()),
+        () = hard_stop.cancelled() => Err(shutting_down()),
     }
 }
 
@@ -276,11 +293,14 @@ fn shutting_down() -> Refusal {
 /// The ERR packet for a client whose hold time ran out.
 fn no_primary(
     config: &Config,
-    ctx: &ConnContext,
+    upstream: &Upstream,
     last_failure: Option<(Backend, HoldFailure)>,
 ) -> Refusal {
     let waited = humantime::format_duration(config.hold_timeout);
-    let current = ctx.primary.borrow();
+    if let Some((reachable, reason)) = upstream.pool_state() {
+        return no_replica(config, reachable, &reason, last_failure);
+    }
+    let current = upstream.primary_now();
     match (&current.backend, last_failure) {
         (Some(_), Some((backend, error))) => Refusal {
             reason: ErrReason::BackendUnreachable,
@@ -294,6 +314,32 @@ fn no_primary(
             message: format!(
                 "consul-mysql-proxy: no primary for service \"{}\" after {waited}: {}",
                 config.service, current.reason
+            ),
+        },
+    }
+}
+
+/// The ERR packet for a client of a replica route whose hold time ran out.
+fn no_replica(
+    config: &Config,
+    reachable: bool,
+    reason: &str,
+    last_failure: Option<(Backend, HoldFailure)>,
+) -> Refusal {
+    let waited = humantime::format_duration(config.hold_timeout);
+    match (reachable, last_failure) {
+        (true, Some((backend, error))) => Refusal {
+            reason: ErrReason::BackendUnreachable,
+            message: format!(
+                "consul-mysql-proxy: server {backend} of service \"{}\" unreachable after {waited}: {error}",
+                config.service
+            ),
+        },
+        _ => Refusal {
+            reason: ErrReason::NoReplica,
+            message: format!(
+                "consul-mysql-proxy: no healthy replica for service \"{}\" after {waited}: {reason}",
+                config.service
             ),
         },
     }

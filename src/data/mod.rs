@@ -8,6 +8,8 @@
 //!
 //! - [`listener`]: the listening sockets and the accept loop with the connection cap;
 //! - [`connection`]: one client's lifecycle (hold, connect, relay, leave on failover);
+//! - [`upstream`]: where a new connection goes — the primary, or a replica pool member by
+//!   `balance` (with `fallback` when the pool is empty);
 //! - [`connect`]: the backend connect, its socket options and the greeting wait;
 //! - [`relay`]: the byte pumps (`pump`, and `copy` for reference) and their observer hook;
 //! - [`leave`]: how a relayed connection leaves a replaced primary — at once, or at its first
@@ -29,3 +31,4 @@ pub(crate) mod listener;
 pub(crate) mod mysql_packet;
 pub(crate) mod proxy_protocol;
 pub mod relay;
+pub(crate) mod upstream;

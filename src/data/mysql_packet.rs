@@ -17,6 +17,8 @@
 pub enum ErrReason {
     /// No primary was known for the whole hold time.
     NoPrimary,
+    /// A replica route had no healthy replica (and no fallback primary) for the whole hold time.
+    NoReplica,
     /// A primary was known but connecting to it failed for the whole hold time.
     BackendUnreachable,
     /// Too many clients are already held waiting for a primary.
@@ -30,6 +32,7 @@ impl ErrReason {
     pub fn label(self) -> &'static str {
         match self {
             ErrReason::NoPrimary => "no_primary",
+            ErrReason::NoReplica => "no_replica",
             ErrReason::BackendUnreachable => "backend_unreachable",
             ErrReason::TooManyHeld => "too_many_held",
             ErrReason::ShuttingDown => "shutting_down",

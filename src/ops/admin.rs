@@ -4,8 +4,8 @@
 //!
 //! - `GET /`: the status page (HTML, [`page`](super::page)), a rendering of `/status`;
 //! - `GET /healthz`: 200 while the process runs;
-//! - `GET /readyz`: 200 while a primary is known and discovery is watching, 503 with the reason
-//!   otherwise;
+//! - `GET /readyz`: 200 while a primary is known (a replica route: while its pool has a member)
+//!   and discovery is watching, 503 with the reason otherwise;
 //! - `GET /status`: current primary and epoch, discovery state and the last answer's instances,
 //!   connections, the last failovers, config summary (no secrets), version;
 //! - `GET /metrics`: every metric of [`Metrics`], OpenMetrics text format.
@@ -162,6 +162,9 @@ fn set_readiness(set: &RouteSet) -> Result<String, String> {
 fn readiness(state: &RouteView) -> Result<String, String> {
     if let Some(cause) = state.discovery.not_watching_cause() {
         return Err(format!("not ready: discovery is not watching: {cause}"));
+    }
+    if let Some(pool) = state.discovery.pool_readiness() {
+        return pool;
     }
     let primary = state.primary.borrow().clone();
     match primary.backend {

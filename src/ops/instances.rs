@@ -51,6 +51,9 @@ pub enum InstanceState {
     Critical,
     /// An operator put the service or its node in maintenance.
     Maintenance,
+    /// Replica routes: its service check warns (replication lag); a pool member used only when
+    /// no other replica is left.
+    Lagging,
 }
 
 impl InstanceState {
@@ -59,6 +62,7 @@ impl InstanceState {
             InstanceState::Candidate => "candidate",
             InstanceState::Critical => "critical",
             InstanceState::Maintenance => "maintenance",
+            InstanceState::Lagging => "lagging",
         }
     }
 }
@@ -111,7 +115,10 @@ impl Instances {
             .collect();
         list.extend(excluded.iter().map(|e| {
             let (state, why) = match &e.why {
-                Exclusion::Critical(why) => (InstanceState::Critical, why),
+                // Not passing: for a primary, a service check in warning is as good as critical.
+                Exclusion::Critical(why) | Exclusion::Lagging(why) => {
+                    (InstanceState::Critical, why)
+                }
                 Exclusion::Maintenance(why) => (InstanceState::Maintenance, why),
             };
             Instance {
@@ -125,6 +132,68 @@ impl Instances {
         Instances {
             at: rfc3339(at),
             split_brain,
+            reason,
+            list,
+        }
+    }
+}
+
+impl Instances {
+    /// The record of one answer for a replica route: `chosen` means "in the pool".
+    pub fn pooled(
+        candidates: &[Candidate],
+        excluded: &[Excluded],
+        reason: &str,
+        source: &str,
+        at: SystemTime,
+    ) -> Instances {
+        let reason = reason
+            .strip_prefix(source)
+            .and_then(|r| r.strip_prefix(": "))
+            .unwrap_or(reason)
+            .to_owned();
+        let mut list: Vec<Instance> = Vec::with_capacity(candidates.len() + excluded.len());
+        for c in candidates {
+            if list.iter().any(|i| i.address == c.backend.addr.to_string()) {
+                continue;
+            }
+            list.push(Instance {
+                address: c.backend.addr.to_string(),
+                name: c.backend.name.to_string(),
+                state: InstanceState::Candidate,
+                chosen: true,
+                why: "in the pool".to_owned(),
+            });
+        }
+        list.extend(excluded.iter().map(|e| {
+            let (state, chosen, why) = match &e.why {
+                Exclusion::Lagging(why) => (
+                    InstanceState::Lagging,
+                    true,
+                    format!("in the pool, used only when no other replica is left: {why}"),
+                ),
+                Exclusion::Critical(why) => (
+                    InstanceState::Critical,
+                    false,
+                    format!("not in the pool: {why}"),
+                ),
+                Exclusion::Maintenance(why) => (
+                    InstanceState::Maintenance,
+                    false,
+                    format!("not in the pool: {why}"),
+                ),
+            };
+            Instance {
+                address: e.addr.to_string(),
+                name: e.name.to_string(),
+                state,
+                chosen,
+                why,
+            }
+        }));
+        Instances {
+            at: rfc3339(at),
+            split_brain: false,
             reason,
             list,
         }

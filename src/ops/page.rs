@@ -252,7 +252,7 @@ impl Page<'_> {
         let state_class = match i.state {
             InstanceState::Candidate => "ok",
             InstanceState::Critical => "bad",
-            InstanceState::Maintenance => "warn",
+            InstanceState::Maintenance | InstanceState::Lagging => "warn",
         };
         write!(
             f,

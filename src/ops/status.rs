@@ -2,7 +2,8 @@
 //! usable answer, the last error, whether discovery is watching at all (a task that ended and
 //! is being restarted is *not watching*), a primary Consul withdrew that the proxy still
 //! routes to, and the instances of the last answer ([`Instances`]: who is a candidate, who is
-//! not, and why). Written by the control side (a few times per second at most), read by the
+//! not, and why). A replica route also keeps its pool here (members, lagging flags and each
+//! member's open connections, read live from the members' counters). Written by the control side (a few times per second at most), read by the
 //! admin endpoint; a plain mutex is enough.
 
 use std::sync::Mutex;
@@ -11,6 +12,7 @@ use std::time::SystemTime;
 use serde_json::{Value, json};
 
 use super::instances::Instances;
+use crate::control::pool::Pool;
 use crate::control::selection::{Candidate, Selection};
 use crate::control::sources::Excluded;
 use crate::util::clock::rfc3339;
@@ -31,6 +33,8 @@ struct Inner {
     withdrawn: Option<(SystemTime, String)>,
     /// Every instance of the last usable answer, with the selection's verdict.
     instances: Option<Instances>,
+    /// `role = replica`: the published pool.
+    pool: Option<Pool>,
 }
 
 /// RFC 3339 time, or null.
@@ -94,6 +98,31 @@ impl DiscoveryStatus {
         });
     }
 
+    /// A replica route's answer: every instance with its place in the pool.
+    pub fn pooled(&self, candidates: &[Candidate], excluded: &[Excluded], reason: &str) {
+        self.with(|inner| {
+            let at = SystemTime::now();
+            let instances = Instances::pooled(candidates, excluded, reason, &inner.source, at);
+            inner.instances = Some(instances);
+        });
+    }
+
+    /// The pool a replica route published (`None`: a primary route).
+    pub fn set_pool(&self, pool: Option<Pool>) {
+        self.with(|inner| inner.pool = pool);
+    }
+
+    /// `/readyz` for a replica route: ready while the pool has a member; `None` for a primary
+    /// route.
+    pub fn pool_readiness(&self) -> Option<Result<String, String>> {
+        let inner = self.inner.lock().ok()?;
+        let pool = inner.pool.as_ref()?;
+        Some(match pool.members.len() {
+            0 => Err(format!("not ready: no healthy replica: {}", pool.reason)),
+            n => Ok(format!("ready: {n} replicas in the pool")),
+        })
+    }
+
     /// JSON for `/status`.
     pub fn to_json(&self) -> Value {
         let Ok(inner) = self.inner.lock() else {
@@ -118,6 +147,29 @@ impl DiscoveryStatus {
                 (None, _) => false,
             },
             "instances": inner.instances,
+            "pool": inner.pool.as_ref().map(pool_json),
         })
     }
+}
+
+/// A pool for `/status`: each member with its open connections now.
+fn pool_json(pool: &Pool) -> Value {
+    let members: Vec<Value> = pool
+        .members
+        .iter()
+        .filter_map(|m| {
+            let b = m.backend()?;
+            Some(json!({
+                "address": b.addr.to_string(),
+                "name": &*b.name,
+                "lagging": m.lagging,
+                "connections": m.connections(),
+            }))
+        })
+        .collect();
+    json!({
+        "epoch": pool.epoch,
+        "reason": &*pool.reason,
+        "members": members,
+    })
 }

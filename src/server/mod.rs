@@ -25,12 +25,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use crate::config::model::Fallback;
 use crate::config::routes::IMPLICIT_ROUTE;
-use crate::config::{Config, Routes};
+use crate::config::{Config, Route, Routes};
+use crate::control::primary::PrimaryWatch;
 use crate::control::sources::shared::SharedSources;
 use crate::data::listener;
 use crate::ops::admin::{self, AdminState, Exposure, RouteSet};
-use route::{BoundRoute, RunningRoute, needs_rebind};
+use route::{BoundRoute, RunningRoute, needs_restart};
 
 /// Errors that stop the proxy from starting.
 #[derive(Debug, thiserror::Error)]
@@ -166,10 +168,7 @@ impl Server {
         } = self;
         let order = Shutdown::default();
         let sources = Arc::new(SharedSources::default());
-        let mut running = Vec::with_capacity(routes.len());
-        for bound in routes {
-            running.push(bound.start(&order, &sources, labelled)?);
-        }
+        let mut running = start_all(routes, &order, &sources, labelled)?;
         let (route_set_tx, routes_rx) = watch::channel(Arc::new(route_set(&running, labelled)));
         let admin_state = AdminState { routes: routes_rx };
         if let (Some(std_listener), Some(addr)) = (admin, admin_addr) {
@@ -225,9 +224,10 @@ fn warn_process_fields(old: &Config, new: &Config) {
 }
 
 /// Applies a reloaded route set, route by route (matched by name): unchanged and changed routes
-/// reload in place (their connections stay), a route with a new listen address or a removed
-/// route is retired (stops accepting, its connections get `shutdown_grace`), a new route is bound
-/// and started. A route that cannot bind its new address is reported and left out; the others
+/// reload in place (their connections stay); a route with a new listen address or a new
+/// `fallback`, a replica route whose fallback route was started anew, and a removed route are
+/// retired (stop accepting, their connections get `shutdown_grace`); new and moved routes are
+/// bound and started. A route that cannot bind its address is reported and left out; the others
 /// are applied.
 async fn apply_reload(
     running: Vec<RunningRoute>,
@@ -237,43 +237,91 @@ async fn apply_reload(
 ) -> Vec<RunningRoute> {
     let labelled = new.labelled;
     let mut old: Vec<Option<RunningRoute>> = running.into_iter().map(Some).collect();
-    let mut next = Vec::with_capacity(new.routes.len());
-    for route in new.routes {
+    let mut slots: Vec<Option<RunningRoute>> = Vec::with_capacity(new.routes.len());
+    let mut pending = Vec::new();
+    for (index, route) in new.routes.into_iter().enumerate() {
         let current = old
             .iter_mut()
             .find(|r| r.as_ref().is_some_and(|r| r.name == route.name))
             .and_then(Option::take);
         match current {
-            Some(mut current) if !needs_rebind(&current.config(), &route.config) => {
+            Some(mut current) if !needs_restart(&current.config(), &route.config) => {
                 current.reload(route.config).await;
-                next.push(current);
+                slots.push(Some(current));
             }
             current => {
-                let name = route.name.clone();
-                // A new listen address: close the old sockets first, so a route may move to a
-                // port another route just left.
-                if let Some(current) = current {
-                    info!(route = %name, from = %current.local_addr, to = %route.config.listen, "reload: route moves to a new listen address");
-                    retire(current, order);
-                }
-                match BoundRoute::bind(route)
-                    .and_then(|bound| bound.start(order, sources, labelled))
-                {
-                    Ok(started) => {
-                        started.announce();
-                        info!(route = %name, addr = %started.local_addr, "reload: route started");
-                        next.push(started);
-                    }
-                    Err(e) => error!(route = %name, error = %e, "reload: cannot start route"),
-                }
+                slots.push(None);
+                pending.push((index, route, current));
             }
+        }
+    }
+    // A route that falls back to a route started anew must follow that route's new primary.
+    let restarted: Vec<Arc<str>> = pending.iter().map(|(_, r, _)| r.name.clone()).collect();
+    for (index, slot) in slots.iter_mut().enumerate() {
+        let follows_restarted = slot.as_ref().is_some_and(|r| {
+            matches!(&r.config().fallback, Fallback::Route(t) if restarted.iter().any(|n| **n == **t))
+        });
+        if follows_restarted && let Some(route) = slot.take() {
+            let config = (*route.config()).clone();
+            let name = route.name.clone();
+            pending.push((index, Route { name, config }, Some(route)));
+        }
+    }
+    // Routes others fall back to first.
+    pending.sort_by_key(|(_, route, _)| matches!(route.config.fallback, Fallback::Route(_)));
+    for (index, route, current) in pending {
+        let name = route.name.clone();
+        // Close the old sockets first, so a route may move to a port another route just left.
+        if let Some(current) = current {
+            info!(route = %name, from = %current.local_addr, to = %route.config.listen, "reload: route restarts (new listen address or fallback)");
+            retire(current, order);
+        }
+        let fallback = fallback_watch(&route.config, &slots);
+        match BoundRoute::bind(route)
+            .and_then(|bound| bound.start(order, sources, fallback, labelled))
+        {
+            Ok(started) => {
+                started.announce();
+                info!(route = %name, addr = %started.local_addr, "reload: route started");
+                slots[index] = Some(started);
+            }
+            Err(e) => error!(route = %name, error = %e, "reload: cannot start route"),
         }
     }
     for removed in old.into_iter().flatten() {
         info!(route = %removed.name, "reload: route removed; draining its connections");
         retire(removed, order);
     }
-    next
+    slots.into_iter().flatten().collect()
+}
+
+/// Starts bound routes, the routes others fall back to first; returns them in their order.
+fn start_all(
+    routes: Vec<BoundRoute>,
+    order: &Shutdown,
+    sources: &Arc<SharedSources>,
+    labelled: bool,
+) -> Result<Vec<RunningRoute>, ServerError> {
+    let mut slots: Vec<Option<RunningRoute>> = routes.iter().map(|_| None).collect();
+    let mut routes: Vec<(usize, BoundRoute)> = routes.into_iter().enumerate().collect();
+    routes.sort_by_key(|(_, route)| matches!(route.config.fallback, Fallback::Route(_)));
+    for (index, bound) in routes {
+        let fallback = fallback_watch(&bound.config, &slots);
+        slots[index] = Some(bound.start(order, sources, fallback, labelled)?);
+    }
+    Ok(slots.into_iter().flatten().collect())
+}
+
+/// The primary of the route `config` falls back to, among the started ones.
+fn fallback_watch(config: &Config, started: &[Option<RunningRoute>]) -> Option<PrimaryWatch> {
+    let Fallback::Route(target) = &config.fallback else {
+        return None;
+    };
+    started
+        .iter()
+        .flatten()
+        .find(|r| &*r.name == target)
+        .map(|r| r.view.primary.clone())
 }
 
 /// Stops a route's accepting at once and drains it in the background, tracked by the process

@@ -29,7 +29,8 @@ use tracing::{Instrument, Span, info, warn};
 use super::{ServerError, Shutdown};
 use crate::config::{Config, Route};
 use crate::control::control_loop::{self, Wiring};
-use crate::control::primary::PrimaryPublisher;
+use crate::control::pool::PoolPublisher;
+use crate::control::primary::{PrimaryPublisher, PrimaryWatch};
 use crate::control::sources::shared::SharedSources;
 use crate::control::supervisor::supervise;
 use crate::data::connection::ConnContext;
@@ -80,10 +81,13 @@ impl BoundRoute {
     }
 
     /// Starts discovery and the accept workers. `labelled`: log lines carry the route's name.
+    /// `fallback`: with `fallback = "<route>"`, that route's primary (the caller starts primary
+    /// routes first).
     pub fn start(
         self,
         process: &Shutdown,
         sources: &Arc<SharedSources>,
+        fallback: Option<PrimaryWatch>,
         labelled: bool,
     ) -> Result<RunningRoute, ServerError> {
         let BoundRoute {
@@ -106,8 +110,11 @@ impl BoundRoute {
         let config = Arc::new(config);
         let (publisher, primary) =
             PrimaryPublisher::new(tokens.hard_stop.clone(), "discovery starting");
+        let (pool_publisher, pool) =
+            PoolPublisher::new(tokens.hard_stop.clone(), "discovery starting");
         let wiring = Wiring {
             publisher: Arc::new(publisher),
+            pool: Arc::new(pool_publisher),
             metrics: metrics.clone(),
             refresh: Arc::new(Notify::new()),
             status: Arc::new(DiscoveryStatus::default()),
@@ -119,6 +126,8 @@ impl BoundRoute {
         let ctx = ConnContext {
             config: config_rx.clone(),
             primary: primary.clone(),
+            pool,
+            fallback,
             metrics: metrics.clone(),
             refresh: wiring.refresh.clone(),
             hard_stop: tokens.hard_stop.clone(),
@@ -280,9 +289,10 @@ impl RunningRoute {
     }
 }
 
-/// Does `new` need the route's sockets bound again (a new listen address)?
-pub(super) fn needs_rebind(old: &Config, new: &Config) -> bool {
-    old.listen != new.listen
+/// Does `new` need the route started afresh: a new listen address (new sockets), or a new
+/// `fallback` (its connections' context holds the fallback route's primary)?
+pub(super) fn needs_restart(old: &Config, new: &Config) -> bool {
+    old.listen != new.listen || old.fallback != new.fallback
 }
 
 /// A running discovery loop that a reload can replace.
@@ -339,6 +349,7 @@ fn discovery_changed(old: &Config, new: &Config) -> bool {
         || old.on_multiple != new.on_multiple
         || old.fence != new.fence
         || old.failover != new.failover
+        || old.role != new.role
 }
 
 /// Grows or shrinks the connection limit in place. Shrinking waits for connections to end:

@@ -826,7 +826,7 @@ impl MariaDbPair {
             primary: p.unwrap_or_else(|e| panic!("start primary: {e:#}")),
             replica: r.unwrap_or_else(|e| panic!("start replica: {e:#}")),
         };
-        pair.primary.admin_exec("CREATE DATABASE testbed; CREATE TABLE testbed.probe (id INT AUTO_INCREMENT PRIMARY KEY, token VARCHAR(64) NOT NULL)").await;
+        create_probe_table(&pair.primary).await;
         replicate_from(&pair.replica, &pair.primary, false).await;
         pair.wait_replicated().await;
         pair
@@ -834,26 +834,7 @@ impl MariaDbPair {
 
     /// Writes a probe row on the primary and waits (bounded) until the replica has it.
     pub async fn wait_replicated(&self) {
-        let token = format!("probe-{}", fastrand::u64(..));
-        self.primary
-            .admin_exec(&format!(
-                "INSERT INTO testbed.probe (token) VALUES ('{token}')"
-            ))
-            .await;
-        let deadline = Instant::now() + DEADLINE;
-        let sql = format!("SELECT COUNT(*) FROM testbed.probe WHERE token = '{token}'");
-        while self.replica.try_admin_query_one::<u64>(&sql).await.ok() != Some(1) {
-            if Instant::now() > deadline {
-                let status = self.replica.slave_status().await;
-                panic!(
-                    "{}: probe row from {} not replicated within {DEADLINE:?}; slave status: {status:?}\n{}",
-                    self.replica.label,
-                    self.primary.label,
-                    self.replica.log_tail(20)
-                );
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        wait_probe_replicated(&self.primary, &[&self.replica]).await;
     }
 
     /// Waits until the replica applied everything in the primary's binlog (`MASTER_GTID_WAIT`).
@@ -912,8 +893,39 @@ impl MariaDbPair {
     }
 }
 
+/// Creates the fixture's probe table (`testbed.probe`) on `primary`.
+pub async fn create_probe_table(primary: &MariaDb) {
+    primary.admin_exec("CREATE DATABASE testbed; CREATE TABLE testbed.probe (id INT AUTO_INCREMENT PRIMARY KEY, token VARCHAR(64) NOT NULL)").await;
+}
+
+/// Writes a probe row on `primary` and waits (bounded) until every one of `replicas` has it.
+pub async fn wait_probe_replicated(primary: &MariaDb, replicas: &[&MariaDb]) {
+    let token = format!("probe-{}", fastrand::u64(..));
+    primary
+        .admin_exec(&format!(
+            "INSERT INTO testbed.probe (token) VALUES ('{token}')"
+        ))
+        .await;
+    let deadline = Instant::now() + DEADLINE;
+    let sql = format!("SELECT COUNT(*) FROM testbed.probe WHERE token = '{token}'");
+    for replica in replicas {
+        while replica.try_admin_query_one::<u64>(&sql).await.ok() != Some(1) {
+            if Instant::now() > deadline {
+                let status = replica.slave_status().await;
+                panic!(
+                    "{}: probe row from {} not replicated within {DEADLINE:?}; slave status: {status:?}\n{}",
+                    replica.label,
+                    primary.label,
+                    replica.log_tail(20)
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
 /// `CHANGE MASTER TO` + `START SLAVE` on `replica`, then waits until both threads run.
-async fn replicate_from(replica: &MariaDb, primary: &MariaDb, from_own_binlog: bool) {
+pub async fn replicate_from(replica: &MariaDb, primary: &MariaDb, from_own_binlog: bool) {
     let mut sql = String::from("SET GLOBAL read_only = ON; ");
     if from_own_binlog {
         sql += "SET GLOBAL gtid_slave_pos = @@gtid_binlog_pos; ";

@@ -19,5 +19,7 @@ pub mod process;
 pub mod proxy;
 /// The ERR packet a refused client gets from the proxy.
 pub mod refusal;
+/// A primary with several GTID replicas, each registered in Consul by role.
+pub mod replica_set;
 /// A write workload through the proxy, what it saw, and outage gaps.
 pub mod workload;

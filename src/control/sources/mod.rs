@@ -66,6 +66,9 @@ pub enum Exclusion {
     /// A critical check (service check, or `serfHealth`: its agent is gone or cut off): Consul
     /// may only have lost sight of a healthy database.
     Critical(String),
+    /// The service's own check in `warning`: not passing, so excluded as a primary exactly like
+    /// a critical check; a replica route keeps it as a lagging pool member.
+    Lagging(String),
 }
 
 /// Sending half handed to a source task.

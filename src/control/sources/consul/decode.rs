@@ -69,6 +69,10 @@ pub enum Health {
     Passing,
     /// A node check warns and `warning_is = passing` (the default): still a candidate.
     Warning(String),
+    /// The service's own check warns: not passing, so never a primary (Consul's `?passing`); for
+    /// a replica route, a *lagging* replica — what `check --role replica` reports for lag above
+    /// `--max-lag` — still a pool member, used when no other replica is left.
+    Lagging(String),
     /// A check is critical: the service check, or a node check such as `serfHealth` (the
     /// node's agent is gone or cut off from the servers).
     Critical(String),
@@ -270,7 +274,9 @@ fn judge(checks: &[HealthCheck], service_id: &str, rules: &HealthRules) -> Healt
     // The service's own check in warning: not passing, as Consul's `?passing` reads it (a script
     // check exits 1 for warning, which many "am I the primary?" scripts use for "no").
     if let Some(c) = warnings().find(|c| !c.service_id.is_empty()) {
-        return Health::Critical(describe(c));
+        // For a replica pool the same status means "lagging" (`check --role replica` exits 1 for
+        // lag above --max-lag): the control loop decides by the route's role.
+        return Health::Lagging(describe(c));
     }
     // A node check in warning (disk 90 %, load): `warning_is` decides.
     if let Some(c) = warnings().next() {

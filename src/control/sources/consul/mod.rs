@@ -346,6 +346,11 @@ async fn observe_body(
                 };
                 match instance.health {
                     Health::Passing | Health::Warning(_) => candidates.push(candidate),
+                    Health::Lagging(why) => excluded.push(Excluded {
+                        addr: candidate.backend.addr,
+                        name: candidate.backend.name.clone(),
+                        why: Exclusion::Lagging(why),
+                    }),
                     Health::Maintenance(why) => excluded.push(Excluded {
                         addr: candidate.backend.addr,
                         name: candidate.backend.name.clone(),

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use support::consul::{ServiceDef, TestConsul};
 use support::mariadb::{MariaDb, app_opts, try_port_via, wait_reaches};
 use support::proxy::{Proxy, run_to_exit};
+use support::replica_set::{ReplicaSet, server_id_via};
 
 use mysql_async::prelude::Queryable;
 
@@ -182,6 +183,86 @@ async fn two_clusters_in_one_process_each_follow_their_own_failover() {
         "{log}"
     );
     eprintln!("two clusters: A followed its failover in {took_a:?}, B in {took_b:?}");
+}
+
+/// MySQL Router's 6446/6447 in one process: a read-write route on the primary and a read-only
+/// route over the replicas (least-connections), falling back to the primary when no replica is
+/// healthy.
+#[tokio::test]
+async fn read_write_and_read_only_routes_with_fallback_to_the_primary() {
+    let consul = TestConsul::start().await;
+    let set = ReplicaSet::start(2).await;
+    set.register(&consul).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("proxy.toml");
+    write(
+        &file,
+        &format!(
+            "consul = [\"{}\"]\nservice = \"mysql\"\nhold_timeout = \"20s\"\n\n\
+             [[route]]\nname = \"main-rw\"\ntag = [\"primary\"]\nrole = \"primary\"\n\n\
+             [[route]]\nname = \"main-ro\"\ntag = [\"replica\"]\nrole = \"replica\"\n\
+             balance = \"least-connections\"\nfallback = \"main-rw\"\n",
+            consul.http_url()
+        ),
+    );
+    let proxy = Proxy::start(&["--config", file.to_str().unwrap()]);
+    let (rw, ro) = (
+        route_addr(&proxy, "main-rw").await,
+        route_addr(&proxy, "main-ro").await,
+    );
+    wait_reaches(rw, set.primary.port(), &proxy).await;
+
+    // 8 readers spread over both replicas; none reaches the primary.
+    let start = Instant::now();
+    let mut readers = Vec::new();
+    while readers.len() < 8 {
+        let (conn, id) = server_id_via(ro).await.unwrap();
+        match set.replica_with(id) {
+            Some(replica) => readers.push((conn, replica)),
+            // The pool may still be filling at start-up: only the fallback answers then.
+            None => assert!(
+                readers.is_empty() && start.elapsed() < T,
+                "a reader reached the primary"
+            ),
+        }
+    }
+    let per_replica: Vec<usize> = (0..2)
+        .map(|r| readers.iter().filter(|(_, on)| *on == r).count())
+        .collect();
+    assert_eq!(
+        per_replica,
+        vec![4, 4],
+        "least-connections over two replicas"
+    );
+    let (_, writer_id) = server_id_via(rw).await.unwrap();
+    assert_eq!(
+        writer_id,
+        set.primary.server_id(),
+        "the RW route is on the primary"
+    );
+
+    // No healthy replica: new readers fall back to main-rw's primary.
+    for i in 0..2 {
+        consul.check_fail(&ReplicaSet::check_id(i)).await;
+    }
+    let start = Instant::now();
+    loop {
+        // A client bound to a replica the moment it leaves is closed (on_failover = close).
+        if let Ok((_, id)) = server_id_via(ro).await
+            && id == set.primary.server_id()
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < T,
+            "the RO route never fell back to the primary"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "RW/RO: 8 readers per replica {per_replica:?}; fallback to the primary after {:?}",
+        start.elapsed()
+    );
 }
 
 #[tokio::test]

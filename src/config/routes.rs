@@ -116,7 +116,7 @@ impl Routes {
             let config = Config::resolve_route(
                 top.clone().overlay(table),
                 monitor_password.clone(),
-                &others,
+                Some(&others),
             )
             .map_err(in_route)?;
             let name: Arc<str> = name.into();
@@ -351,6 +351,44 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("route name `a b`"), "{err}");
+    }
+
+    #[test]
+    fn the_example_file_loads() {
+        let routes = load(include_str!("../../deploy/routes.example.toml")).unwrap();
+        let names: Vec<&str> = routes.routes.iter().map(|r| &*r.name).collect();
+        assert_eq!(names, ["main-rw", "main-ro", "billing-rw"]);
+        let ro = &routes.get("main-ro").unwrap().config;
+        assert_eq!(ro.role, Role::Replica);
+        assert_eq!(ro.fallback, Fallback::Route("main-rw".into()));
+        assert_eq!(
+            routes.get("billing-rw").unwrap().config.service,
+            "mysql-billing"
+        );
+    }
+
+    #[test]
+    fn a_fallback_must_be_another_primary_route() {
+        let base = "backend = \"127.0.0.1:3307\"\n";
+        let err = load(&format!(
+            "{base}[[route]]\nname = \"ro\"\nrole = \"replica\"\nfallback = \"ro2\"\nlisten = \"127.0.0.1:0\"\n\
+             [[route]]\nname = \"ro2\"\nrole = \"replica\"\nlisten = \"127.0.0.1:0\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("route \"ro\": fallback: route `ro2` is not a `role = primary` route"),
+            "{err}"
+        );
+        let err = load(&format!(
+            "{base}[[route]]\nname = \"ro\"\nfallback = \"ro\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("route \"ro\": fallback: no other route named `ro`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -30,6 +30,7 @@ use crate::control::control_loop;
 use crate::control::primary::PrimaryPublisher;
 use crate::control::supervisor::supervise;
 use crate::data::connection::ConnContext;
+use crate::data::fastpath::{self, FastPathError};
 use crate::data::listener;
 use crate::ops::admin::{self, AdminState, Exposure};
 use crate::ops::history::FailoverHistory;
@@ -63,6 +64,17 @@ pub enum ServerError {
         index: usize,
         source: std::io::Error,
     },
+    #[error("fast_path = connect: {0} (or set fast_path = auto to relay instead, or off)")]
+    // Not a `#[source]`: the message already has the cause's text, once.
+    FastPath(FastPathError),
+}
+
+impl ServerError {
+    /// Whether the configuration asks for something this host cannot do (exit 64, like a bad
+    /// setting) rather than a failure to start.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, ServerError::FastPath(_))
+    }
 }
 
 /// A proxy with its listening sockets bound, ready to [`run`](Server::run).
@@ -181,6 +193,15 @@ impl Server {
             )
         };
         let mut discovery = start_discovery(config.clone());
+        fastpath::steer::start(
+            &config.fast_path,
+            local_addr,
+            primary.clone(),
+            config.failover,
+            metrics.clone(),
+            shutdown.child_token(),
+        )
+        .map_err(ServerError::FastPath)?;
 
         let admin_state = AdminState {
             primary: primary.clone(),
@@ -381,6 +402,10 @@ fn keep_restart_only_fields(old: &Config, mut new: Config) -> Config {
     if new.metrics_listen != old.metrics_listen {
         warn!(running = ?old.metrics_listen, configured = ?new.metrics_listen, "reload: a new metrics_listen address needs a restart; keeping the old one");
         new.metrics_listen = old.metrics_listen;
+    }
+    if new.fast_path != old.fast_path {
+        warn!(running = ?old.fast_path, configured = ?new.fast_path, "reload: a new fast_path or fast_path_cgroup needs a restart; keeping the old one");
+        new.fast_path = old.fast_path.clone();
     }
     if new.workers != old.workers {
         warn!(

@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::kinds::{
-    Consistency, LogFormat, OnFailover, OnMultiple, ProxyProtocol, RelayKind, WarningIs,
+    Consistency, FastPathMode, LogFormat, OnFailover, OnMultiple, ProxyProtocol, RelayKind,
+    WarningIs,
 };
 use super::settings::Settings;
 
@@ -46,6 +47,7 @@ pub fn table() -> Settings {
         drain_grace: Some(secs(5)),
         proxy_protocol: Some(ProxyProtocol::Off),
         relay: Some(RelayKind::Pump),
+        fast_path: Some(FastPathMode::Off),
         workers: Some(1),
         log_format: Some(LogFormat::Text),
         log_level: Some("info".to_owned()),

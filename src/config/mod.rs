@@ -30,12 +30,13 @@ use std::path::{Path, PathBuf};
 
 pub use crate::util::secret::Secret;
 pub use kinds::{
-    Consistency, DiscoveryKind, DnsRecord, LogFormat, OnFailover, OnMultiple, ProxyProtocol,
-    RelayKind, WarningIs,
+    Consistency, DiscoveryKind, DnsRecord, FastPathMode, LogFormat, OnFailover, OnMultiple,
+    ProxyProtocol, RelayKind, WarningIs,
 };
 pub use model::{
     Config, ConsulConfig, ConsulScope, ConsulSource, ConsulTls, Discovery, DnsConfig,
-    FailoverPolicy, FenceConfig, HealthRules, MAX_CONSUL_WAIT, MONITOR_PASSWORD_ENV,
+    FailoverPolicy, FastPathConfig, FenceConfig, HealthRules, MAX_CONSUL_WAIT,
+    MONITOR_PASSWORD_ENV,
 };
 pub use settings::{Settings, parse_bool, parse_duration};
 

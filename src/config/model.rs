@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::kinds::{
-    Consistency, DnsRecord, LogFormat, OnFailover, OnMultiple, ProxyProtocol, RelayKind, WarningIs,
+    Consistency, DnsRecord, FastPathMode, LogFormat, OnFailover, OnMultiple, ProxyProtocol,
+    RelayKind, WarningIs,
 };
 use crate::util::secret::Secret;
 
@@ -41,6 +42,7 @@ pub struct Config {
     pub withdrawn_grace: Duration,
     pub proxy_protocol: ProxyProtocol,
     pub relay: RelayKind,
+    pub fast_path: FastPathConfig,
     pub workers: usize,
     pub log_format: LogFormat,
     pub log_level: String,
@@ -52,6 +54,15 @@ pub struct FailoverPolicy {
     pub on_failover: OnFailover,
     /// With `drain`: how long old connections may live on.
     pub drain_grace: Duration,
+}
+
+/// The kernel fast path: whether to use it, and for which processes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FastPathConfig {
+    pub mode: FastPathMode,
+    /// The cgroup v2 directory the programs attach to; `None` = the cgroup v2 root, found at
+    /// start-up.
+    pub cgroup: Option<PathBuf>,
 }
 
 /// The discovery source with the settings it needs.

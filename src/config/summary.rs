@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use super::kinds::{Consistency, DnsRecord, OnFailover, OnMultiple, RelayKind};
+use super::kinds::{Consistency, DnsRecord, FastPathMode, OnFailover, OnMultiple, RelayKind};
 use super::model::{Config, ConsulSource, Discovery};
 
 #[derive(Debug, Serialize)]
@@ -23,6 +23,9 @@ pub struct ConfigSummary {
     verify_writable: bool,
     monitor_user: Option<String>,
     relay: RelayKind,
+    fast_path: FastPathMode,
+    /// `None`: the cgroup v2 root (the `fast_path` section of `/status` names the directory).
+    fast_path_cgroup: Option<String>,
     workers: usize,
 }
 
@@ -138,6 +141,12 @@ impl Config {
             verify_writable: self.fence.is_some(),
             monitor_user: self.fence.as_ref().map(|f| f.user.clone()),
             relay: self.relay,
+            fast_path: self.fast_path.mode,
+            fast_path_cgroup: self
+                .fast_path
+                .cgroup
+                .as_ref()
+                .map(|p| p.display().to_string()),
             workers: self.workers,
         }
     }
@@ -184,5 +193,27 @@ mod tests {
         let json = serde_json::to_value(c.summary()).unwrap();
         assert_eq!(json["discovery"]["kind"], "dns");
         assert_eq!(json["discovery"]["record"], "srv");
+    }
+
+    #[test]
+    fn the_fast_path_settings_are_shown() {
+        let c = Config::resolve(Settings {
+            backend: Some("127.0.0.1:3307".parse().unwrap()),
+            ..Settings::default()
+        })
+        .unwrap();
+        let json = serde_json::to_value(c.summary()).unwrap();
+        assert_eq!(json["fast_path"], "off");
+        assert_eq!(json["fast_path_cgroup"], serde_json::Value::Null);
+        let c = Config::resolve(Settings {
+            backend: Some("127.0.0.1:3307".parse().unwrap()),
+            fast_path: Some(FastPathMode::Auto),
+            fast_path_cgroup: Some("/sys/fs/cgroup/app".into()),
+            ..Settings::default()
+        })
+        .unwrap();
+        let json = serde_json::to_value(c.summary()).unwrap();
+        assert_eq!(json["fast_path"], "auto");
+        assert_eq!(json["fast_path_cgroup"], "/sys/fs/cgroup/app");
     }
 }

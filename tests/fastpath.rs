@@ -1239,3 +1239,49 @@ async fn a_host_that_cannot_exits_64_with_connect_and_relays_with_auto() {
         Some(0.0)
     );
 }
+
+/// `on_failover = drain`: a redirected connection lives on for `drain_grace` after the
+/// failover (new connects already go to the new primary), then is destroyed; `keep` leaves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_destroys_after_drain_grace_and_keep_never() {
+    let Some(cg) = proxy_cgroup("drain_destroys_after_drain_grace_and_keep_never") else {
+        return;
+    };
+    for policy in ["drain", "keep"] {
+        let (a, b) = (Witness::start("127.0.0.1:0"), Witness::start("127.0.0.1:0"));
+        let consul = TestConsul::start().await;
+        consul.register_pair(a.addr, b.addr).await;
+        let extra = ["--on-failover", policy, "--drain-grace", "1s"];
+        let proxy = with_fast_path(ProxyArgs::consul(consul.http_url()), &cg, &extra).start();
+        wait_route(&proxy, Some(a.addr)).await;
+        let mut inside = Helper::client_in(&cg);
+        let (x, _) = inside.connect("x", proxy.addr());
+        assert!(accepted_from(&a, x));
+        let t0 = Instant::now();
+        consul.points_to_b().await;
+        wait_route(&proxy, Some(b.addr)).await;
+        let (_, next) = inside.connect("y", proxy.addr());
+        assert_eq!(next, b.addr, "{policy}: new connects go to b at once");
+        assert_eq!(
+            inside.echo("x", "still"),
+            "echoed still",
+            "{policy}: x lives on"
+        );
+        if policy == "keep" {
+            assert_eq!(
+                a.ended(x, Duration::from_secs(2)),
+                None,
+                "keep: x is never closed"
+            );
+            assert_eq!(inside.echo("x", "kept"), "echoed kept");
+            continue;
+        }
+        let (how, at) = a
+            .ended(x, T)
+            .expect("drain: x is destroyed at the deadline");
+        assert_eq!(how, End::Errno(libc::ECONNRESET));
+        let after = at.duration_since(t0);
+        assert!(after >= Duration::from_secs(1), "destroyed after {after:?}");
+        eprintln!("drain: x destroyed {after:?} after the Consul update (drain_grace 1s)");
+    }
+}

@@ -182,3 +182,24 @@ impl FactSource for ActiveFacts {
         facts
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stopped_fast_path_says_so() {
+        let facts = ActiveFacts {
+            mode: "connect",
+            shared: Weak::new(),
+        }
+        .facts();
+        assert_eq!(facts["active"], Value::Bool(false));
+        assert_eq!(facts["mode"], "connect");
+        assert!(
+            facts["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("stopped"))
+        );
+    }
+}

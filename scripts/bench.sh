@@ -19,7 +19,10 @@
 # Targets: direct (MariaDB itself), haproxy (mode tcp, nbthread 1), pump (ours, --relay pump,
 # 1 worker: the default), copy (ours, --relay copy), pump-w2 (ours, --relay pump --workers 2),
 # pump-idle (ours, --relay pump --on-failover idle: with the idle detector's observer; not in
-# the default set).
+# the default set), fastpath (ours, --fast-path connect: sysbench runs inside a cgroup the
+# script creates and connects to the proxy's address, which the kernel rewrites to MariaDB's;
+# sysbench runs only — other phases' clients run outside it and are relayed; not in the
+# default set).
 #
 # Environment knobs (defaults in brackets):
 #   BENCH_TIME [20]        seconds per sysbench run
@@ -102,6 +105,7 @@ cleanup() {
     kill -KILL "$pid" 2>/dev/null || true
   done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  [ -n "${FASTPATH_CG:-}" ] && { rmdir "$FASTPATH_CG" 2>/dev/null || true; }
   if [ "${BENCH_KEEP:-0}" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -272,6 +276,27 @@ start_ours() {
 }
 
 declare -A TPORT TPID
+# The cgroup the `fastpath` target's clients run in (created on first use, removed on exit).
+FASTPATH_CG=
+make_fastpath_cgroup() {
+  [ -n "$FASTPATH_CG" ] && return 0
+  local root
+  root=$(awk '$0 ~ / - cgroup2 / { print $5; exit }' /proc/self/mountinfo)
+  [ -n "$root" ] || die "fastpath target: no cgroup v2 mount in /proc/self/mountinfo"
+  FASTPATH_CG=$root/cmp-bench-$$
+  mkdir "$FASTPATH_CG"
+}
+# in_target_cgroup TARGET CMD...: runs CMD as a client of TARGET — for `fastpath` inside its
+# cgroup, so the kernel rewrites its connects to the proxy's address into the server's.
+in_target_cgroup() {
+  local t=$1
+  shift
+  if [ "$t" = fastpath ]; then
+    sh -c 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"' sh "$FASTPATH_CG" "$@"
+  else
+    "$@"
+  fi
+}
 # Starts every target of BENCH_TARGETS in front of the MariaDB on $1 (fresh processes).
 start_targets() {
   local db=$1 t
@@ -286,8 +311,12 @@ start_targets() {
     copy) start_ours "$t" --backend "127.0.0.1:$db" --relay copy --workers 1 ;;&
     pump-w2) start_ours "$t" --backend "127.0.0.1:$db" --relay pump --workers 2 ;;&
     pump-idle) start_ours "$t" --backend "127.0.0.1:$db" --relay pump --on-failover idle ;;&
-    pump | copy | pump-w2 | pump-idle) TPORT[$t]=$OURS_PORT TPID[$t]=$OURS_PID ;;
-    *) die "unknown target $t (known: direct haproxy pump copy pump-w2 pump-idle)" ;;
+    fastpath)
+      make_fastpath_cgroup
+      start_ours "$t" --backend "127.0.0.1:$db" --fast-path connect --fast-path-cgroup "$FASTPATH_CG"
+      ;;&
+    pump | copy | pump-w2 | pump-idle | fastpath) TPORT[$t]=$OURS_PORT TPID[$t]=$OURS_PID ;;
+    *) die "unknown target $t (known: direct haproxy pump copy pump-w2 pump-idle fastpath)" ;;
     esac
   done
 }
@@ -335,7 +364,7 @@ run_sysbench() {
   started=$(date -u +%H:%M:%S)
   c0=0
   [ -n "$pid" ] && c0=$(cpu_ticks "$pid")
-  timeout $((secs + 60)) sysbench "$wl" "${SB_COMMON[@]}" --mysql-port="${TPORT[$t]}" \
+  in_target_cgroup "$t" timeout $((secs + 60)) sysbench "$wl" "${SB_COMMON[@]}" --mysql-port="${TPORT[$t]}" \
     --threads="$th" --time="$secs" --report-interval=0 --percentile=95 run >"$out" 2>&1 ||
     log "sysbench $wl $th threads via $t failed (exit $?): $(tail -3 "$out" | tr '\n' ' ')"
   c1=0
@@ -372,7 +401,7 @@ phase_sysbench() {
     >"$BENCH_OUT/results.csv"
   log "warm-up: 3 s of oltp_read_only at 8 threads through every target"
   for t in $BENCH_TARGETS; do
-    timeout 60 sysbench oltp_read_only "${SB_COMMON[@]}" --mysql-port="${TPORT[$t]}" --threads=8 \
+    in_target_cgroup "$t" timeout 60 sysbench oltp_read_only "${SB_COMMON[@]}" --mysql-port="${TPORT[$t]}" --threads=8 \
       --time=3 run >/dev/null 2>&1 || log "warm-up via $t failed"
   done
   local targets=($BENCH_TARGETS) n=0

@@ -1,6 +1,7 @@
 //! The `consul-mysql-proxy` binary: parse, configure, run, reload, drain, exit.
 //!
-//! Exit codes: 0 after a clean shutdown, 64 (EX_USAGE) for bad flags or configuration, 1 when the
+//! Exit codes: 0 after a clean shutdown, 64 (EX_USAGE) for bad flags or configuration (also
+//! `fast_path = connect` on a host that cannot do it), 1 when the
 //! proxy cannot start (e.g. the listen address is taken), 130 when a second SIGTERM/SIGINT cuts
 //! the graceful drain short. `check` exits with Consul's script-check codes (0/1/2),
 //! `healthcheck` and `status` with 0 (ready) or 1 (not ready).
@@ -16,7 +17,7 @@ use consul_mysql_proxy::cli::status::{self, StatusArgs};
 use consul_mysql_proxy::config::{Routes, Settings, defaults};
 use consul_mysql_proxy::ops::limits;
 use consul_mysql_proxy::ops::telemetry::{self, LogHandle};
-use consul_mysql_proxy::server::Server;
+use consul_mysql_proxy::server::{Server, ServerError};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -110,7 +111,11 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("consul-mysql-proxy: {e:#}");
-            ExitCode::FAILURE
+            // `fast_path = connect` on a host that cannot: a configuration this host cannot run.
+            match e.downcast_ref::<ServerError>() {
+                Some(e) if e.is_usage() => ExitCode::from(EX_USAGE),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }

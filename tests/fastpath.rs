@@ -21,9 +21,12 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use consul_mysql_proxy::data::fastpath::{FastPath, FastPathError, cgroup2_root};
+use support::backends::EchoBackend;
+use support::consul::{ServiceDef, TestConsul};
 use support::fastpath::{
     End, TCP_ESTABLISHED, TestCgroup, Witness, is_root, rows_between, socket_owned_by,
 };
+use support::proxy::{Proxy, ProxyArgs, parse_field, run_to_exit};
 
 const T: Duration = Duration::from_secs(10);
 const ROLE_ENV: &str = "FASTPATH_HELPER";
@@ -790,5 +793,495 @@ impl Helper {
     fn send_and_wait(&mut self, cmd: &str) -> String {
         self.send(cmd);
         self.reply(Duration::from_secs(120))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The proxy with `--fast-path`: the binary, its cgroup, clients inside it and outside.
+
+/// Whether `server` accepts a connection from `peer` within [`T`] (other accepts skipped).
+fn accepted_from(server: &Witness, peer: SocketAddr) -> bool {
+    let deadline = Instant::now() + T;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match server.accepted(left) {
+            Some(p) if p == peer => return true,
+            Some(_) => {}
+            None => return false,
+        }
+    }
+    false
+}
+
+/// The `mariadb` CLI as the application: over TCP (not the socket), as the `app` user.
+const CLI_APP: [&str; 4] = ["--protocol=TCP", "-h127.0.0.1", "-uapp", "-papp"];
+
+/// A fresh cgroup for a proxy test, or `None` (printed) when not root.
+fn proxy_cgroup(test: &str) -> Option<TestCgroup> {
+    if !is_root() {
+        eprintln!("skipping {test}: needs root (BPF programs, cgroup v2 writes, SOCK_DESTROY)");
+        return None;
+    }
+    Some(TestCgroup::create(
+        &cgroup2_root().expect("cgroup v2 mount"),
+    ))
+}
+
+/// `--fast-path connect --fast-path-cgroup <cg>`.
+fn fast_path_on(cg: &TestCgroup) -> Vec<String> {
+    let dir = cg.path.display().to_string();
+    ["--fast-path", "connect", "--fast-path-cgroup", &dir]
+        .map(str::to_owned)
+        .to_vec()
+}
+
+fn with_fast_path(args: ProxyArgs, cg: &TestCgroup, extra: &[&str]) -> ProxyArgs {
+    let on = fast_path_on(cg);
+    args.with(&on.iter().map(String::as_str).collect::<Vec<_>>())
+        .with(extra)
+}
+
+/// Waits until the proxy's steering task has pointed its route at `target` (`None`: no
+/// target, connects reach the listener): its debug line says so.
+async fn wait_route(proxy: &Proxy, target: Option<SocketAddr>) {
+    let new = match target {
+        Some(t) => format!("new=Some({t})"),
+        None => "new=None".to_owned(),
+    };
+    let deadline = Instant::now() + T;
+    let mut from = 0;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let log = proxy.log.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            log.wait_for_from(from, "the route follows the primary", left)
+        })
+        .await
+        .unwrap();
+        match found {
+            Some((_, line)) if line.contains(&new) => return,
+            Some((i, _)) => from = i + 1,
+            None => panic!("the route never became {new}; log:\n{}", proxy.log.text()),
+        }
+    }
+}
+
+/// `ss -Htnp state established dst <server>`: the kernel's own tool says who holds a socket
+/// to `server`.
+fn ss_to(server: SocketAddr) -> String {
+    let out = Command::new("ss")
+        .args(["-Htnp", "state", "established", "dst"])
+        .arg(server.to_string())
+        .output()
+        .expect("run ss");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `server` accepted the client's `local` socket, and `ss` shows that socket as the client
+/// process's own: the application talks to the server, no proxy between them.
+fn assert_direct(client: &Helper, local: SocketAddr, server: &Witness) {
+    assert!(accepted_from(server, local), "the server accepts {local}");
+    let ss = ss_to(server.addr);
+    let pid = format!("pid={},", client.pid());
+    assert!(
+        ss.lines()
+            .any(|l| l.contains(&format!("{local} ")) && l.contains(&pid)),
+        "ss shows the client process connected to the server: {ss}"
+    );
+}
+
+/// The `fast_path` section of `/status`.
+async fn fast_path_status(proxy: &Proxy) -> serde_json::Value {
+    let (code, body) = proxy.admin_get("/status").await;
+    assert_eq!(code, 200, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    status["fast_path"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_steers_its_cgroup_to_the_primary_and_destroys_at_failover() {
+    let Some(cg) =
+        proxy_cgroup("the_proxy_steers_its_cgroup_to_the_primary_and_destroys_at_failover")
+    else {
+        return;
+    };
+    let (a, b) = (Witness::start("127.0.0.1:0"), Witness::start("127.0.0.1:0"));
+    let consul = TestConsul::start().await;
+    consul.register_pair(a.addr, b.addr).await;
+    let proxy = with_fast_path(ProxyArgs::consul(consul.http_url()), &cg, &[]).start();
+    wait_route(&proxy, Some(a.addr)).await;
+
+    // Inside the cgroup: connect(proxy) is a socket to a, the client's own.
+    let mut inside = Helper::client_in(&cg);
+    let (local, peer) = inside.connect("x", proxy.addr());
+    assert_eq!(peer, a.addr, "redirected to the primary");
+    assert_direct(&inside, local, &a);
+    assert!(
+        rows_between(local, proxy.addr()).is_empty(),
+        "no socket to the proxy"
+    );
+    assert_eq!(inside.echo("x", "direct"), "echoed direct");
+    assert_eq!(
+        proxy
+            .metric("consul_mysql_proxy_connections_accepted_total")
+            .await,
+        Some(0.0),
+        "the proxy never saw the connection"
+    );
+    assert_eq!(
+        proxy
+            .metric_sum("consul_mysql_proxy_relayed_bytes_total")
+            .await,
+        0.0,
+        "the proxy relayed 0 bytes"
+    );
+    proxy
+        .wait_for_metric("consul_mysql_proxy_fast_path_redirected_total", 1.0, T)
+        .await;
+    assert_eq!(
+        proxy.metric("consul_mysql_proxy_fast_path_active").await,
+        Some(1.0)
+    );
+    let fp = fast_path_status(&proxy).await;
+    assert_eq!(fp["active"], true, "{fp}");
+    assert_eq!(fp["mode"], "connect", "{fp}");
+    assert_eq!(fp["cgroup"], cg.path.display().to_string(), "{fp}");
+    assert!(
+        fp["routes"].as_str().is_some_and(|r| r.contains(&format!(
+            "{} → {}",
+            proxy.addr(),
+            a.addr
+        ))),
+        "{fp}"
+    );
+    let (_, page) = proxy.admin_get("/").await;
+    assert!(
+        page.contains("<dt>active</dt><dd>true</dd>") && !page.contains("not configured"),
+        "the status page says the fast path is active: {page}"
+    );
+
+    // Outside the cgroup: the proxy's listener, relayed as ever.
+    let mut outside = Helper::client_outside();
+    let (_, opeer) = outside.connect("o", proxy.addr());
+    assert_eq!(opeer, proxy.addr(), "not redirected");
+    proxy
+        .wait_for_metric("consul_mysql_proxy_connections_accepted_total", 1.0, T)
+        .await;
+
+    // Failover: the redirected socket is destroyed, the next connect lands on b.
+    let from = proxy.log.len();
+    inside.send("wait x");
+    let t0 = Instant::now();
+    consul.points_to_b().await;
+    assert_eq!(
+        inside.reply(T),
+        format!("ended {}", libc::ECONNABORTED),
+        "the client's blocked read fails: its socket was destroyed"
+    );
+    let took = t0.elapsed();
+    let (how, _) = a.ended(local, T).expect("a sees the connection end");
+    assert_eq!(how, End::Errno(libc::ECONNRESET));
+    let line = proxy
+        .wait_for_log_from(
+            from,
+            "redirected connections to the old primary destroyed",
+            T,
+        )
+        .await;
+    let destroyed: usize = parse_field(&line, "destroyed=").expect("destroyed=");
+    let after: u64 = parse_field(&line, "after_change_ms=").expect("after_change_ms=");
+    eprintln!(
+        "failover: destroyed {destroyed} socket(s) {after} ms after the proxy saw the change; \
+         the client's read failed {took:?} after the Consul update started"
+    );
+    assert_eq!(destroyed, 1, "{line}");
+    assert!(
+        Duration::from_millis(after) < DESTROY_WITHIN,
+        "destroyed {after} ms after the change: {line}"
+    );
+    let (y, y_peer) = inside.connect("y", proxy.addr());
+    assert_eq!(y_peer, b.addr, "the next connect lands on the new primary");
+    // (The proxy's own connect for the relayed outside client may reach b first.)
+    assert!(accepted_from(&b, y), "b accepts the client's own socket");
+    proxy
+        .wait_for_metric(
+            "consul_mysql_proxy_fast_path_closed_by_failover_total",
+            1.0,
+            T,
+        )
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_primary_connects_are_held_relayed_or_refused_as_before() {
+    let Some(cg) = proxy_cgroup("without_a_primary_connects_are_held_relayed_or_refused_as_before")
+    else {
+        return;
+    };
+    let b = EchoBackend::start().await;
+    let consul = TestConsul::start().await;
+    consul
+        .register(&ServiceDef::ttl_primary("mysql-b", b.addr).status("critical"))
+        .await;
+    let proxy = with_fast_path(
+        ProxyArgs::consul(consul.http_url()),
+        &cg,
+        &["--hold-timeout", "2s"],
+    )
+    .start();
+    wait_route(&proxy, None).await;
+
+    // The ERR path: a client in the cgroup reaches the listener and gets the proxy's ERR packet.
+    let cli = cg
+        .command(Path::new("mariadb"))
+        .args(CLI_APP)
+        .args(["-e", "SELECT 1"])
+        .arg(format!("-P{}", proxy.addr().port()))
+        .output()
+        .expect("run the mariadb CLI");
+    let stderr = String::from_utf8_lossy(&cli.stderr);
+    assert!(!cli.status.success());
+    assert!(
+        stderr.contains("consul-mysql-proxy: no primary for service \"mysql\" after 2s"),
+        "{stderr}"
+    );
+
+    // A connect during the gap is held, then relayed to the primary once there is one.
+    let mut inside = Helper::client_in(&cg);
+    let (local, peer) = inside.connect("h", proxy.addr());
+    assert_eq!(peer, proxy.addr(), "not redirected: no primary");
+    proxy
+        .wait_for_metric("consul_mysql_proxy_connections_held", 1.0, T)
+        .await;
+    consul.check_pass("service:mysql-b").await;
+    assert_eq!(
+        inside.echo("h", "ping"),
+        "echoed HELLO",
+        "the greeting, relayed"
+    );
+    assert_eq!(inside.echo("h", "ping"), "echoed ping");
+    assert_eq!(rows_between(local, proxy.addr()).len(), 1, "still relayed");
+    assert_eq!(
+        proxy
+            .metric("consul_mysql_proxy_connections_accepted_total")
+            .await,
+        Some(2.0),
+        "the proxy accepted the CLI and the held client"
+    );
+    // The next connect is redirected.
+    wait_route(&proxy, Some(b.addr)).await;
+    let (_, next) = inside.connect("n", proxy.addr());
+    assert_eq!(next, b.addr);
+    let fp = fast_path_status(&proxy).await;
+    assert!(
+        fp["passed_to_the_proxy_total"].as_u64() >= Some(2),
+        "the CLI and the held client: {fp}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_the_proxy_removes_its_redirect() {
+    let Some(cg) = proxy_cgroup("sigkill_of_the_proxy_removes_its_redirect") else {
+        return;
+    };
+    let server = Witness::start("127.0.0.1:0");
+    let mut proxy = with_fast_path(ProxyArgs::backend(server.addr), &cg, &[]).start();
+    wait_route(&proxy, Some(server.addr)).await;
+    let mut inside = Helper::client_in(&cg);
+    let (a, peer) = inside.connect("a", proxy.addr());
+    assert_eq!(peer, server.addr);
+    assert_eq!(server.accepted(T), Some(a));
+
+    proxy.signal(libc::SIGKILL);
+    proxy.wait_exit(T).await;
+    // Nothing listens on the proxy's address now: a connect that is not redirected fails.
+    let deadline = Instant::now() + T;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let answer = inside.ask(&format!("connect n{attempts} {}", proxy.addr()));
+        if answer == format!("failed {}", libc::ECONNREFUSED) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still redirected after {attempts} connects: {answer}"
+        );
+    }
+    assert_eq!(
+        inside.echo("a", "alive"),
+        "echoed alive",
+        "redirected sockets live on"
+    );
+}
+
+/// Real MariaDB and the `mariadb` CLI: the server answers the CLI's connect to the proxy's
+/// address, and the proxy accepted and relayed nothing; a process outside the cgroup is relayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mariadb_cli_in_the_cgroup_talks_to_mariadb_directly() {
+    use support::mariadb::MariaDb;
+    let Some(cg) = proxy_cgroup("the_mariadb_cli_in_the_cgroup_talks_to_mariadb_directly") else {
+        return;
+    };
+    let db = MariaDb::start("127.0.0.1".parse().unwrap()).await;
+    let proxy = with_fast_path(ProxyArgs::backend(db.addr()), &cg, &[]).start();
+    wait_route(&proxy, Some(db.addr())).await;
+    let sql = "SELECT @@port";
+    let args = |cmd: &mut Command| {
+        cmd.args(CLI_APP).args(["-N", "-B", "-e", sql]);
+        cmd.arg(format!("-P{}", proxy.addr().port()));
+    };
+    // What the server answers, through the CLI's own process: the port it listens on.
+    let answer = |mut cmd: Command| {
+        args(&mut cmd);
+        let out = cmd.output().expect("run the mariadb CLI");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<u16>()
+            .ok()
+    };
+    let accepted = "consul_mysql_proxy_connections_accepted_total";
+    let relayed = "consul_mysql_proxy_relayed_bytes_total";
+    assert_eq!(answer(cg.command(Path::new("mariadb"))), Some(db.port()));
+    assert_eq!(proxy.metric(accepted).await, Some(0.0), "never accepted");
+    assert_eq!(proxy.metric_sum(relayed).await, 0.0, "relayed 0 bytes");
+    assert_eq!(answer(Command::new("mariadb")), Some(db.port()));
+    assert_eq!(
+        proxy.metric(accepted).await,
+        Some(1.0),
+        "the process outside the cgroup was relayed"
+    );
+    // Counted when the relayed connection ends, a moment after the CLI exits.
+    let upstream = format!("{relayed}{{direction=\"upstream\"}}");
+    proxy.wait_for_metric(&upstream, 1.0, T).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_cannot_exits_64_with_connect_and_relays_with_auto() {
+    let base = [
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "off",
+        "--backend",
+        "127.0.0.1:1",
+    ];
+    let run = |extra: &[&str]| run_to_exit(&[&base[..], extra].concat(), &[]);
+    let (status, stderr) = run(&["--fast-path", "connect", "--fast-path-cgroup", "/proc"]);
+    assert_eq!(status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("fast_path = connect")
+            && stderr.contains("/proc is not a cgroup v2 directory"),
+        "{stderr}"
+    );
+    let (status, stderr) = run(&[
+        "--fast-path",
+        "connect",
+        "--fast-path-cgroup",
+        "/nonexistent",
+    ]);
+    assert_eq!(status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("cannot open the cgroup directory /nonexistent"),
+        "{stderr}"
+    );
+    let (status, stderr) = run(&["--fast-path-cgroup", "/sys/fs/cgroup"]);
+    assert_eq!(status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("`fast_path_cgroup`: only applies"),
+        "{stderr}"
+    );
+
+    if is_root() {
+        // Root without CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN (a container that did not
+        // grant them): the message names the capabilities.
+        let cg = TestCgroup::create(&cgroup2_root().unwrap());
+        let dir = cg.path.display().to_string();
+        let out = Command::new("setpriv")
+            .args(["--bounding-set", "-bpf,-net_admin,-sys_admin"])
+            .args(["--inh-caps", "-all"])
+            .arg(support::proxy::binary())
+            .args(base)
+            .args(["--fast-path", "connect", "--fast-path-cgroup", &dir])
+            .output()
+            .expect("run setpriv");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{stderr}");
+        assert!(stderr.contains("CAP_BPF + CAP_NET_ADMIN"), "{stderr}");
+    }
+
+    // auto: one warning, relayed, and /status says why.
+    let server = EchoBackend::start().await;
+    let proxy = ProxyArgs::backend(server.addr)
+        .with(&["--fast-path", "auto", "--fast-path-cgroup", "/proc"])
+        .start();
+    let fp = fast_path_status(&proxy).await;
+    assert_eq!(fp["active"], false, "{fp}");
+    assert_eq!(fp["mode"], "auto", "{fp}");
+    assert!(
+        fp["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("not a cgroup v2 directory")),
+        "{fp}"
+    );
+    let mut client = support::backends::greeted(proxy.addr()).await;
+    assert!(support::backends::echoes(&mut client).await, "relayed");
+    let warnings = proxy
+        .log
+        .text()
+        .lines()
+        .filter(|l| l.contains("fast_path = auto"))
+        .count();
+    assert_eq!(warnings, 1, "{}", proxy.log.text());
+    assert_eq!(
+        proxy.metric("consul_mysql_proxy_fast_path_active").await,
+        Some(0.0)
+    );
+}
+
+/// `on_failover = drain`: a redirected connection lives on for `drain_grace` after the
+/// failover (new connects already go to the new primary), then is destroyed; `keep` leaves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_destroys_after_drain_grace_and_keep_never() {
+    let Some(cg) = proxy_cgroup("drain_destroys_after_drain_grace_and_keep_never") else {
+        return;
+    };
+    for policy in ["drain", "keep"] {
+        let (a, b) = (Witness::start("127.0.0.1:0"), Witness::start("127.0.0.1:0"));
+        let consul = TestConsul::start().await;
+        consul.register_pair(a.addr, b.addr).await;
+        let extra = ["--on-failover", policy, "--drain-grace", "1s"];
+        let proxy = with_fast_path(ProxyArgs::consul(consul.http_url()), &cg, &extra).start();
+        wait_route(&proxy, Some(a.addr)).await;
+        let mut inside = Helper::client_in(&cg);
+        let (x, _) = inside.connect("x", proxy.addr());
+        assert!(accepted_from(&a, x));
+        let t0 = Instant::now();
+        consul.points_to_b().await;
+        wait_route(&proxy, Some(b.addr)).await;
+        let (_, next) = inside.connect("y", proxy.addr());
+        assert_eq!(next, b.addr, "{policy}: new connects go to b at once");
+        assert_eq!(
+            inside.echo("x", "still"),
+            "echoed still",
+            "{policy}: x lives on"
+        );
+        if policy == "keep" {
+            assert_eq!(
+                a.ended(x, Duration::from_secs(2)),
+                None,
+                "keep: x is never closed"
+            );
+            assert_eq!(inside.echo("x", "kept"), "echoed kept");
+            continue;
+        }
+        let (how, at) = a
+            .ended(x, T)
+            .expect("drain: x is destroyed at the deadline");
+        assert_eq!(how, End::Errno(libc::ECONNRESET));
+        let after = at.duration_since(t0);
+        assert!(after >= Duration::from_secs(1), "destroyed after {after:?}");
+        eprintln!("drain: x destroyed {after:?} after the Consul update (drain_grace 1s)");
     }
 }

@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::kinds::{
-    Balance, Consistency, LogFormat, OnFailover, OnMultiple, ProxyProtocol, RelayKind, Role,
-    WarningIs,
+    Balance, Consistency, FastPathMode, LogFormat, OnFailover, OnMultiple, ProxyProtocol,
+    RelayKind, Role, WarningIs,
 };
 use super::settings::Settings;
 
@@ -50,6 +50,7 @@ pub fn table() -> Settings {
         balance: Some(Balance::LeastConnections),
         fallback: Some("hold".to_owned()),
         relay: Some(RelayKind::Pump),
+        fast_path: Some(FastPathMode::Off),
         workers: Some(1),
         log_format: Some(LogFormat::Text),
         log_level: Some("info".to_owned()),

@@ -137,6 +137,20 @@ pub enum Balance {
     RoundRobin,
 }
 
+/// Whether the kernel fast path takes the proxy out of the data path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ValueEnum, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum FastPathMode {
+    /// Every connection is relayed.
+    #[default]
+    Off,
+    /// A BPF program rewrites connects to `listen` into the primary; a host that cannot do it
+    /// is a start-up error (exit 64).
+    Connect,
+    /// Like `connect` where the host can do it; otherwise relay, with one warning.
+    Auto,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,5 +176,6 @@ mod tests {
         check::<ProxyProtocol>();
         check::<Role>();
         check::<Balance>();
+        check::<FastPathMode>();
     }
 }

@@ -32,12 +32,13 @@ use std::path::PathBuf;
 
 pub use crate::util::secret::Secret;
 pub use kinds::{
-    Balance, Consistency, DiscoveryKind, DnsRecord, LogFormat, OnFailover, OnMultiple,
-    ProxyProtocol, RelayKind, Role, WarningIs,
+    Balance, Consistency, DiscoveryKind, DnsRecord, FastPathMode, LogFormat, OnFailover,
+    OnMultiple, ProxyProtocol, RelayKind, Role, WarningIs,
 };
 pub use model::{
     Config, ConsulConfig, ConsulScope, ConsulSource, ConsulTls, Discovery, DnsConfig,
-    FailoverPolicy, Fallback, FenceConfig, HealthRules, MAX_CONSUL_WAIT, MONITOR_PASSWORD_ENV,
+    FailoverPolicy, Fallback, FastPathConfig, FenceConfig, HealthRules, MAX_CONSUL_WAIT,
+    MONITOR_PASSWORD_ENV,
 };
 pub use routes::{Route, Routes};
 pub use settings::{Settings, parse_bool, parse_duration};

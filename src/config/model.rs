@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::kinds::{
-    Balance, Consistency, DnsRecord, LogFormat, OnFailover, OnMultiple, ProxyProtocol, RelayKind,
-    Role, WarningIs,
+    Balance, Consistency, DnsRecord, FastPathMode, LogFormat, OnFailover, OnMultiple,
+    ProxyProtocol, RelayKind, Role, WarningIs,
 };
 use crate::util::secret::Secret;
 
@@ -48,6 +48,7 @@ pub struct Config {
     /// `role = replica`: what happens when the pool is empty.
     pub fallback: Fallback,
     pub relay: RelayKind,
+    pub fast_path: FastPathConfig,
     pub workers: usize,
     pub log_format: LogFormat,
     pub log_level: String,
@@ -69,6 +70,15 @@ pub enum Fallback {
     Hold,
     /// Send it to that (primary) route's current primary.
     Route(String),
+}
+
+/// The kernel fast path: whether to use it, and for which processes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FastPathConfig {
+    pub mode: FastPathMode,
+    /// The cgroup v2 directory the programs attach to; `None` = the cgroup v2 root, found at
+    /// start-up.
+    pub cgroup: Option<PathBuf>,
 }
 
 /// The discovery source with the settings it needs.

@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::defaults;
-use super::kinds::{Consistency, DiscoveryKind, DnsRecord, Role};
+use super::kinds::{Consistency, DiscoveryKind, DnsRecord, FastPathMode, Role};
 use super::model::{
     Config, ConsulConfig, ConsulScope, ConsulSource, ConsulTls, Discovery, DnsConfig,
-    FailoverPolicy, Fallback, FenceConfig, HealthRules, MAX_CONSUL_WAIT,
+    FailoverPolicy, Fallback, FastPathConfig, FenceConfig, HealthRules, MAX_CONSUL_WAIT,
 };
 use super::settings::Settings;
 use super::{ConfigError, invalid};
@@ -101,6 +101,7 @@ impl Config {
             balance: need("balance", s.balance)?,
             fallback,
             relay: need("relay", s.relay)?,
+            fast_path: resolve_fast_path(&s)?,
             workers,
             log_format: need("log_format", s.log_format)?,
             log_level,
@@ -351,6 +352,31 @@ fn address_or_off(field: &'static str, text: &str) -> Result<Option<SocketAddr>,
             )
         }),
     }
+}
+
+/// The fast path's mode and cgroup. Whether the host can do it is found out at start-up (the
+/// cgroup must exist then, and be cgroup v2): here only what the settings alone can say.
+fn resolve_fast_path(s: &Settings) -> Result<FastPathConfig, ConfigError> {
+    let mode = need("fast_path", s.fast_path)?;
+    let cgroup = s.fast_path_cgroup.clone();
+    if let Some(dir) = &cgroup {
+        if mode == FastPathMode::Off {
+            return Err(invalid(
+                "fast_path_cgroup",
+                "only applies to `fast_path = connect` or `auto`",
+            ));
+        }
+        if !dir.is_absolute() {
+            return Err(invalid(
+                "fast_path_cgroup",
+                format!(
+                    "`{}` must be an absolute path to a cgroup v2 directory, e.g. /sys/fs/cgroup/app.slice",
+                    dir.display()
+                ),
+            ));
+        }
+    }
+    Ok(FastPathConfig { mode, cgroup })
 }
 
 /// Validates the fencing settings; the password comes from the env var or the file.
@@ -830,6 +856,36 @@ mod tests {
             err.contains("`consul_token_file`") && err.contains("64 KiB"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_fast_path_is_off_by_default_and_its_cgroup_is_checked() {
+        let c = Config::resolve(with_backend()).unwrap();
+        assert_eq!(c.fast_path, FastPathConfig::default());
+        let on = |mode, cgroup: Option<&str>| {
+            Config::resolve(Settings {
+                fast_path: Some(mode),
+                fast_path_cgroup: cgroup.map(std::path::PathBuf::from),
+                ..with_backend()
+            })
+        };
+        let c = on(FastPathMode::Connect, Some("/sys/fs/cgroup/app")).unwrap();
+        assert_eq!(c.fast_path.mode, FastPathMode::Connect);
+        assert_eq!(
+            c.fast_path.cgroup.as_deref(),
+            Some(std::path::Path::new("/sys/fs/cgroup/app"))
+        );
+        let err = on(FastPathMode::Auto, Some("app.slice"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`fast_path_cgroup`") && err.contains("absolute"),
+            "{err}"
+        );
+        let err = on(FastPathMode::Off, Some("/sys/fs/cgroup"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("only applies to `fast_path"), "{err}");
     }
 
     #[test]

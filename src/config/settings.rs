@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
 use super::kinds::{
-    Balance, Consistency, DiscoveryKind, DnsRecord, LogFormat, OnFailover, OnMultiple,
-    ProxyProtocol, RelayKind, Role, WarningIs,
+    Balance, Consistency, DiscoveryKind, DnsRecord, FastPathMode, LogFormat, OnFailover,
+    OnMultiple, ProxyProtocol, RelayKind, Role, WarningIs,
 };
 use crate::util::secret::Secret;
 
@@ -313,6 +313,14 @@ pub struct Settings {
     /// Byte pump for established connections: pump or copy (tokio copy_bidirectional, the reference)
     #[arg(long, env = "CONSUL_MYSQL_PROXY_RELAY", value_enum)]
     pub relay: Option<RelayKind>,
+
+    /// Kernel fast path: off, connect (a BPF program makes connects from fast_path_cgroup to `listen` go straight to the primary; a host that cannot do it is a start-up error) or auto (connect where the host can, else relay with one warning). Needs root or CAP_BPF + CAP_NET_ADMIN
+    #[arg(long, env = "CONSUL_MYSQL_PROXY_FAST_PATH", value_enum)]
+    pub fast_path: Option<FastPathMode>,
+
+    /// cgroup v2 directory whose processes' connects the fast path rewrites (they and their descendants) [default: the cgroup v2 root from /proc/self/mountinfo, i.e. every process of the host: /sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid hosts]
+    #[arg(long, env = "CONSUL_MYSQL_PROXY_FAST_PATH_CGROUP", value_name = "DIR")]
+    pub fast_path_cgroup: Option<PathBuf>,
 
     /// Number of single-threaded accept/relay workers (SO_REUSEPORT)
     #[arg(long, env = "CONSUL_MYSQL_PROXY_WORKERS", value_name = "N")]

@@ -4,7 +4,9 @@
 
 use serde::Serialize;
 
-use super::kinds::{Balance, Consistency, DnsRecord, OnFailover, OnMultiple, RelayKind, Role};
+use super::kinds::{
+    Balance, Consistency, DnsRecord, FastPathMode, OnFailover, OnMultiple, RelayKind, Role,
+};
 use super::model::{Config, ConsulSource, Discovery, Fallback};
 
 #[derive(Debug, Serialize)]
@@ -30,6 +32,9 @@ pub struct ConfigSummary {
     #[serde(skip_serializing_if = "Option::is_none")]
     fallback: Option<String>,
     relay: RelayKind,
+    fast_path: FastPathMode,
+    /// `None`: the cgroup v2 root (the `fast_path` section of `/status` names the directory).
+    fast_path_cgroup: Option<String>,
     workers: usize,
 }
 
@@ -151,6 +156,12 @@ impl Config {
                 Fallback::Route(name) => name.clone(),
             }),
             relay: self.relay,
+            fast_path: self.fast_path.mode,
+            fast_path_cgroup: self
+                .fast_path
+                .cgroup
+                .as_ref()
+                .map(|p| p.display().to_string()),
             workers: self.workers,
         }
     }
@@ -212,5 +223,27 @@ mod tests {
         let json = serde_json::to_value(c.summary()).unwrap();
         assert_eq!(json["discovery"]["kind"], "dns");
         assert_eq!(json["discovery"]["record"], "srv");
+    }
+
+    #[test]
+    fn the_fast_path_settings_are_shown() {
+        let c = Config::resolve(Settings {
+            backend: Some("127.0.0.1:3307".parse().unwrap()),
+            ..Settings::default()
+        })
+        .unwrap();
+        let json = serde_json::to_value(c.summary()).unwrap();
+        assert_eq!(json["fast_path"], "off");
+        assert_eq!(json["fast_path_cgroup"], serde_json::Value::Null);
+        let c = Config::resolve(Settings {
+            backend: Some("127.0.0.1:3307".parse().unwrap()),
+            fast_path: Some(FastPathMode::Auto),
+            fast_path_cgroup: Some("/sys/fs/cgroup/app".into()),
+            ..Settings::default()
+        })
+        .unwrap();
+        let json = serde_json::to_value(c.summary()).unwrap();
+        assert_eq!(json["fast_path"], "auto");
+        assert_eq!(json["fast_path_cgroup"], "/sys/fs/cgroup/app");
     }
 }

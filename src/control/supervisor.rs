@@ -30,8 +30,26 @@ pub async fn supervise<F, Fut>(
     metrics: Arc<Metrics>,
     status: Arc<DiscoveryStatus>,
     stop: CancellationToken,
+    start: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    let on_end = move |cause: &str| status.not_watching(&format!("{name} {cause}; restarting"));
+    supervise_with(name, metrics, on_end, stop, start).await;
+}
+
+/// [`supervise`] for a task whose unexpected end is not "discovery is blind": `on_end(cause)`
+/// runs instead of marking discovery as not watching, before the backoff (the fast path's
+/// steering task removes its route there, so connects fall back to the relay meanwhile).
+pub async fn supervise_with<E, F, Fut>(
+    name: &'static str,
+    metrics: Arc<Metrics>,
+    mut on_end: E,
+    stop: CancellationToken,
     mut start: F,
 ) where
+    E: FnMut(&str),
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<(), String>> + Send + 'static,
 {
@@ -56,7 +74,7 @@ pub async fn supervise<F, Fut>(
         let retry_in = backoff.next_delay();
         error!(side = "discovery", task = name, %cause, retry_in_ms = retry_in.as_millis() as u64, "discovery task ended unexpectedly; restarting");
         metrics.discovery_restarts.inc();
-        status.not_watching(&format!("{name} {cause}; restarting"));
+        on_end(&cause);
         tokio::select! {
             () = tokio::time::sleep(retry_in) => {}
             () = stop.cancelled() => return,

@@ -7,7 +7,8 @@
 //! - `GET /readyz`: 200 while a primary is known (a replica route: while its pool has a member)
 //!   and discovery is watching, 503 with the reason otherwise;
 //! - `GET /status`: current primary and epoch, discovery state and the last answer's instances,
-//!   connections, the last failovers, config summary (no secrets), version;
+//!   connections, the last failovers, the kernel fast path (active or not, and why), config
+//!   summary (no secrets), version;
 //! - `GET /metrics`: every metric of [`Metrics`], OpenMetrics text format.
 //!
 //! Every route above only reads, so the same routes are also served on `metrics_listen`
@@ -31,12 +32,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::fast_path;
 use super::history::FailoverHistory;
 use super::metrics::Metrics;
 use super::page;
 use super::report::Report;
 use super::status::{DiscoveryStatus, rfc3339_or_null};
-use crate::config::Config;
+use crate::config::{Config, FastPathMode};
 use crate::control::primary::PrimaryWatch;
 
 /// What the endpoint reads: the running routes, replaced as a whole when a reload changes them.
@@ -270,6 +272,11 @@ fn status_json(state: &RouteView) -> Value {
         },
         "failovers_total": m.failovers.get(),
         "failovers": state.failovers.newest_first(),
+        // `null` ("not configured") when off: the process-wide slot is not this server's then.
+        "fast_path": match config.fast_path.mode {
+            FastPathMode::Off => None,
+            FastPathMode::Connect | FastPathMode::Auto => fast_path::facts(),
+        },
         "config": config.summary(),
     })
 }

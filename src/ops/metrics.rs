@@ -67,6 +67,15 @@ pub struct Metrics {
     pub backend_connections: Family<BackendLabel, Gauge>,
     /// 1 for the current primary (info-style metric); empty while there is none.
     pub primary_info: Family<PrimaryLabel, Gauge>,
+    /// 1 while the kernel fast path is attached and steering at least one route.
+    pub fast_path_active: Gauge,
+    /// Connects the fast path's program rewrote to a primary (read from the kernel's counter).
+    pub fast_path_redirected: Counter,
+    /// Redirected connections open now (live sockets the program recorded), as of the last
+    /// sweep.
+    pub fast_path_open: Gauge,
+    /// Redirected connections destroyed because their primary was replaced.
+    pub fast_path_closed_by_failover: Counter,
     /// The same per-backend gauges, iterable for `/status` (a `Family` cannot be listed).
     backends: std::sync::Mutex<std::collections::BTreeMap<std::net::SocketAddr, Gauge>>,
 }
@@ -93,6 +102,10 @@ impl Default for Metrics {
             ]),
             backend_connections: Family::default(),
             primary_info: Family::default(),
+            fast_path_active: Gauge::default(),
+            fast_path_redirected: Counter::default(),
+            fast_path_open: Gauge::default(),
+            fast_path_closed_by_failover: Counter::default(),
             backends: Default::default(),
         }
     }
@@ -260,6 +273,26 @@ impl Metrics {
             "consul_index",
             "X-Consul-Index of the last usable Consul answer",
             self.consul_index.clone(),
+        );
+        r.register(
+            "fast_path_active",
+            "1 while the kernel fast path is attached and steers connects to the primary",
+            self.fast_path_active.clone(),
+        );
+        r.register(
+            "fast_path_redirected",
+            "Connects the kernel fast path rewrote to the primary (the application talks to the server directly)",
+            self.fast_path_redirected.clone(),
+        );
+        r.register(
+            "fast_path_connections_open",
+            "Connections the kernel fast path redirected that are still open (as of the last sweep, every few seconds)",
+            self.fast_path_open.clone(),
+        );
+        r.register(
+            "fast_path_closed_by_failover",
+            "Redirected connections destroyed (SOCK_DESTROY) because their primary was replaced",
+            self.fast_path_closed_by_failover.clone(),
         );
         r
     }

@@ -30,6 +30,7 @@ use crate::config::routes::IMPLICIT_ROUTE;
 use crate::config::{Config, Route, Routes};
 use crate::control::primary::PrimaryWatch;
 use crate::control::sources::shared::SharedSources;
+use crate::data::fastpath::FastPathError;
 use crate::data::listener;
 use crate::ops::admin::{self, AdminState, Exposure, RouteSet};
 use route::{BoundRoute, RunningRoute, needs_restart};
@@ -62,6 +63,17 @@ pub enum ServerError {
         index: usize,
         source: std::io::Error,
     },
+    #[error("fast_path = connect: {0} (or set fast_path = auto to relay instead, or off)")]
+    // Not a `#[source]`: the message already has the cause's text, once.
+    FastPath(FastPathError),
+}
+
+impl ServerError {
+    /// Whether the configuration asks for something this host cannot do (exit 64, like a bad
+    /// setting) rather than a failure to start.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, ServerError::FastPath(_))
+    }
 }
 
 /// `route "name": ` for a named route, nothing for the implicit one.

@@ -34,6 +34,7 @@ use crate::control::primary::{PrimaryPublisher, PrimaryWatch};
 use crate::control::sources::shared::SharedSources;
 use crate::control::supervisor::supervise;
 use crate::data::connection::ConnContext;
+use crate::data::fastpath;
 use crate::data::listener;
 use crate::ops::admin::RouteView;
 use crate::ops::history::FailoverHistory;
@@ -110,6 +111,19 @@ impl BoundRoute {
         let config = Arc::new(config);
         let (publisher, primary) =
             PrimaryPublisher::new(tokens.hard_stop.clone(), "discovery starting");
+        // The kernel fast path follows this route's primary until the route stops accepting
+        // (shutdown, or a reload that removes or moves it): then connects reach the proxy again.
+        span.in_scope(|| {
+            fastpath::steer::start(
+                &config.fast_path,
+                local_addr,
+                primary.clone(),
+                config.failover,
+                metrics.clone(),
+                tokens.stop_accepting.child_token(),
+            )
+        })
+        .map_err(ServerError::FastPath)?;
         let (pool_publisher, pool) =
             PoolPublisher::new(tokens.hard_stop.clone(), "discovery starting");
         let wiring = Wiring {
@@ -327,8 +341,15 @@ impl DiscoveryTask {
     }
 }
 
-/// Worker threads cannot change in a running route: a reload keeps the old count and says so.
+/// Worker threads and the fast path cannot change in a running route: a reload keeps the old
+/// values and says so.
 fn keep_workers(old: &Config, mut new: Config, span: &Span) -> Config {
+    if new.fast_path != old.fast_path {
+        span.in_scope(|| {
+            warn!(running = ?old.fast_path, configured = ?new.fast_path, "reload: a new fast_path or fast_path_cgroup needs a restart; keeping the old one");
+        });
+        new.fast_path = old.fast_path.clone();
+    }
     if new.workers != old.workers {
         span.in_scope(|| {
             warn!(

@@ -17,7 +17,9 @@
 //! and loading them), `asm` (the instruction encoding), `maps` (the three maps' layouts),
 //! `routes` (listen address → exact map keys), `cgroup` (which cgroup), `sock_diag`
 //! (finding and destroying sockets), `sys` (all the `unsafe`: bpf(2) and three libc calls),
-//! `error`.
+//! `error`. The proxy uses it through [`steer`] (one task per route following the published
+//! primary and applying `on_failover`) and `shared` (one `FastPath` per cgroup per process,
+//! shared by the routes; its `/status` view).
 //!
 //! # Lifetime
 //!
@@ -87,7 +89,9 @@ mod error;
 mod maps;
 mod program;
 mod routes;
+mod shared;
 mod sock_diag;
+pub mod steer;
 #[allow(unsafe_code)]
 mod sys;
 
@@ -215,6 +219,15 @@ pub struct Counters {
     pub passed: u64,
     /// Rewritten, but the cookie could not be recorded: invisible to `destroy_redirected`.
     pub unrecorded: u64,
+}
+
+/// What one [`FastPath::sweep_counting`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    /// Cookies of closed sockets removed.
+    pub removed: usize,
+    /// Redirected sockets still open.
+    pub open: usize,
 }
 
 /// [`FastPath::describe`]: what `/status` shows.
@@ -432,6 +445,12 @@ impl FastPath {
     /// removed when two sweeps in a row find no socket for it, so call it periodically (every
     /// few seconds or minutes), not back to back.
     pub fn sweep(&self) -> Result<usize, FastPathError> {
+        Ok(self.sweep_counting()?.removed)
+    }
+
+    /// [`FastPath::sweep`], also counting the redirected sockets that are still open (recorded
+    /// cookies with a live socket): the same dump serves both.
+    pub fn sweep_counting(&self) -> Result<Swept, FastPathError> {
         let recorded = self.recorded_cookies()?;
         let mut diag = open_diag()?;
         let mut live = HashSet::new();
@@ -449,7 +468,10 @@ impl FastPath {
             removed += 1;
         }
         table.suspects = dead.difference(&table.suspects).copied().collect();
-        Ok(removed)
+        Ok(Swept {
+            removed,
+            open: recorded.len() - dead.len(),
+        })
     }
 
     /// The counters since load.

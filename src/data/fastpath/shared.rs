@@ -1,0 +1,205 @@
+//! One loaded [`FastPath`] per cgroup per process, shared by every route's steering task:
+//! several routes use one pair of programs and one set of maps (the maps are keyed by listen
+//! address), and the kernel-wide chores — copying the program's counters into the metrics,
+//! sweeping the cookies of closed sockets — run once however many routes there are.
+//!
+//! ```text
+//!   steer::start(route 1) ─┐                      ┌─▶ FastPath::load(cgroup), first time only
+//!   steer::start(route 2) ─┴─▶ acquire(cgroup) ───┤
+//!                                                 └─▶ the live Arc<Shared>, later times
+//!   ops::fast_path (the /status slot) ◀── Facts { shared: Weak } (asked at each /status)
+//! ```
+//!
+//! The registry holds only `Weak` references: when the last steering task ends (shutdown),
+//! the `FastPath` drops and the kernel detaches the programs — nothing stays attached because
+//! a registry remembered it.
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{FastPath, FastPathError, cgroup2_root};
+use crate::ops::fast_path::{FactSource, Facts};
+use crate::ops::metrics::Metrics;
+
+/// How often the cookies of closed sockets are swept (and the open gauge refreshed): a sweep
+/// dumps the namespace's TCP sockets, milliseconds on a busy host.
+pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Loaded fast paths by cgroup directory.
+static LOADED: Mutex<BTreeMap<PathBuf, Weak<Shared>>> = Mutex::new(BTreeMap::new());
+
+/// A loaded fast path and the chores its routes share.
+pub(crate) struct Shared {
+    pub(crate) fast_path: FastPath,
+    /// The program's `redirected` counter as last copied into the metrics (a high-water mark,
+    /// so that routes copying concurrently add each increment once).
+    synced_redirected: AtomicU64,
+    /// When the last sweep started; `None` before the first.
+    last_sweep: Mutex<Option<Instant>>,
+    /// A sweep is running on a blocking thread.
+    sweeping: AtomicBool,
+    /// Redirected sockets open at the last sweep.
+    open: AtomicU64,
+    /// Redirected sockets destroyed at failovers since load.
+    closed_by_failover: AtomicU64,
+}
+
+/// The fast path attached to `cgroup` (default: the cgroup v2 root): the one this process
+/// already loaded there, or a new one.
+pub(crate) fn acquire(cgroup: Option<&Path>) -> Result<Arc<Shared>, FastPathError> {
+    let dir = match cgroup {
+        Some(dir) => dir.to_path_buf(),
+        None => cgroup2_root()?,
+    };
+    let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(shared) = loaded.get(&dir).and_then(Weak::upgrade) {
+        return Ok(shared);
+    }
+    let shared = Arc::new(Shared {
+        fast_path: FastPath::load(Some(&dir))?,
+        synced_redirected: AtomicU64::new(0),
+        last_sweep: Mutex::new(None),
+        sweeping: AtomicBool::new(false),
+        open: AtomicU64::new(0),
+        closed_by_failover: AtomicU64::new(0),
+    });
+    loaded.retain(|_, w| w.strong_count() > 0);
+    loaded.insert(dir, Arc::downgrade(&shared));
+    Ok(shared)
+}
+
+impl Shared {
+    /// Copies the program's counter of redirected connects into the metrics (cheap: one map
+    /// lookup per counter).
+    pub(crate) fn sync_counters(&self, metrics: &Metrics) -> Result<(), FastPathError> {
+        let now = self.fast_path.counters()?.redirected;
+        let before = self.synced_redirected.fetch_max(now, Ordering::Relaxed);
+        if now > before {
+            metrics.fast_path_redirected.inc_by(now - before);
+        }
+        Ok(())
+    }
+
+    /// Whether a sweep should start now (none running, the last one [`SWEEP_EVERY`] ago);
+    /// `true` also claims it.
+    pub(crate) fn claim_sweep(&self) -> bool {
+        let mut last = self.last_sweep.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|at| at.elapsed() < SWEEP_EVERY)
+            || self.sweeping.swap(true, Ordering::AcqRel)
+        {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
+    }
+
+    /// Runs a claimed sweep (blocking: dumps the socket table) and updates the open gauge.
+    pub(crate) fn sweep(&self, metrics: &Metrics) -> Result<(), FastPathError> {
+        let swept = self.fast_path.sweep_counting();
+        self.sweeping.store(false, Ordering::Release);
+        let swept = swept?;
+        self.open.store(swept.open as u64, Ordering::Relaxed);
+        metrics
+            .fast_path_open
+            .set(i64::try_from(swept.open).unwrap_or(i64::MAX));
+        Ok(())
+    }
+
+    /// `n` redirected sockets were destroyed at a failover.
+    pub(crate) fn note_closed(&self, n: usize, metrics: &Metrics) {
+        self.closed_by_failover
+            .fetch_add(n as u64, Ordering::Relaxed);
+        metrics.fast_path_closed_by_failover.inc_by(n as u64);
+    }
+}
+
+/// `/status`'s view of a loaded fast path, asked at each request.
+pub(crate) struct ActiveFacts {
+    pub(crate) mode: &'static str,
+    pub(crate) shared: Weak<Shared>,
+}
+
+impl FactSource for ActiveFacts {
+    fn facts(&self) -> Facts {
+        let mut facts = Facts::new();
+        facts.insert("mode".into(), Value::from(self.mode));
+        let Some(shared) = self.shared.upgrade() else {
+            facts.insert("active".into(), Value::Bool(false));
+            facts.insert(
+                "reason".into(),
+                Value::from("stopped: the proxy is shutting down, the programs are detached"),
+            );
+            return facts;
+        };
+        let fp = &shared.fast_path;
+        facts.insert("active".into(), Value::Bool(true));
+        facts.insert(
+            "cgroup".into(),
+            Value::from(fp.cgroup().display().to_string()),
+        );
+        let status = match fp.describe() {
+            Ok(status) => status,
+            Err(e) => {
+                facts.insert("error".into(), Value::from(e.to_string()));
+                return facts;
+            }
+        };
+        let programs: Vec<String> = status
+            .programs
+            .iter()
+            .map(|p| format!("{} id {} (link {})", p.hook, p.program_id, p.link_id))
+            .collect();
+        facts.insert("programs".into(), Value::from(programs.join(", ")));
+        let routes: Vec<String> = status
+            .routes
+            .iter()
+            .map(|r| match r.target {
+                Some(target) => format!("{} → {target}", r.listen),
+                None => format!("{} → none (held and relayed by the proxy)", r.listen),
+            })
+            .collect();
+        facts.insert("routes".into(), Value::from(routes.join("; ")));
+        let c = status.counters;
+        facts.insert("redirected_total".into(), Value::from(c.redirected));
+        facts.insert("passed_to_the_proxy_total".into(), Value::from(c.passed));
+        if c.unrecorded > 0 {
+            facts.insert("unrecorded_total".into(), Value::from(c.unrecorded));
+        }
+        facts.insert(
+            "open".into(),
+            Value::from(shared.open.load(Ordering::Relaxed)),
+        );
+        facts.insert(
+            "closed_by_failover_total".into(),
+            Value::from(shared.closed_by_failover.load(Ordering::Relaxed)),
+        );
+        facts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stopped_fast_path_says_so() {
+        let facts = ActiveFacts {
+            mode: "connect",
+            shared: Weak::new(),
+        }
+        .facts();
+        assert_eq!(facts["active"], Value::Bool(false));
+        assert_eq!(facts["mode"], "connect");
+        assert!(
+            facts["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("stopped"))
+        );
+    }
+}

@@ -2,11 +2,14 @@
 # The performance harness: consul-mysql-proxy against HAProxy and a direct connection, on one
 # machine, over loopback, against a MariaDB it starts itself.
 #
-#   scripts/bench.sh [all|sysbench|idle|bulk|failover|profile|report]   (as root; default: all)
+#   scripts/bench.sh [all|sysbench|connect|idle|bulk|failover|profile|report]   (as root; default: all)
 #
 #   sysbench  oltp_point_select / oltp_read_only / oltp_read_write at 1, 8, 32 threads, in
 #             interleaved rounds over every target; qps, p95 latency, errors, and each proxy's
 #             CPU seconds (utime+stime from /proc/<pid>/stat around the run) per 10k queries
+#   connect   new connections per second, PHP style (scripts/bench/connect.lua: connect,
+#             SELECT 1, disconnect per event) at BENCH_CONNECT_THREADS threads, in interleaved
+#             rounds over every target; each proxy's CPU seconds per 10k connections
 #   idle      RSS growth per idle proxied MySQL session (BENCH_IDLE_CONNS authenticated sessions)
 #   bulk      one 50 MB blob INSERT and SELECT through each target, MB/s
 #   failover  writers through the proxy (Consul KV leader key) and through HAProxy (mysql-check,
@@ -33,6 +36,7 @@
 #   BENCH_WORKLOADS        ["oltp_point_select oltp_read_only oltp_read_write"]
 #   BENCH_THREADS          ["1 8 32"]
 #   BENCH_TARGETS          ["direct haproxy pump copy pump-w2"]
+#   BENCH_CONNECT_THREADS ["8"]  client threads of the connect workload (one cell per value)
 #   BENCH_IDLE_CONNS [5000]  BENCH_BULK_MB [50]  BENCH_BULK_REPS [5]
 #   BENCH_FAILOVER_ROUNDS [3]  BENCH_FAILOVER_WRITERS [8]
 #   BENCH_OUT [docs/perf]  where the CSVs, results.md and chart.svg go
@@ -47,8 +51,8 @@ HELPERS=$ROOT/scripts/bench
 export PYTHONDONTWRITEBYTECODE=1 # no __pycache__ in the source tree
 
 MODE=${1:-all}
-case $MODE in all | sysbench | idle | bulk | failover | profile | report) ;; *)
-  echo "usage: scripts/bench.sh [all|sysbench|idle|bulk|failover|profile|report]" >&2
+case $MODE in all | sysbench | connect | idle | bulk | failover | profile | report) ;; *)
+  echo "usage: scripts/bench.sh [all|sysbench|connect|idle|bulk|failover|profile|report]" >&2
   exit 64
   ;;
 esac
@@ -64,6 +68,7 @@ BENCH_ROUNDS=${BENCH_ROUNDS:-3}
 BENCH_WORKLOADS=${BENCH_WORKLOADS:-oltp_point_select oltp_read_only oltp_read_write}
 BENCH_THREADS=${BENCH_THREADS:-1 8 32}
 BENCH_TARGETS=${BENCH_TARGETS:-direct haproxy pump copy pump-w2}
+BENCH_CONNECT_THREADS=${BENCH_CONNECT_THREADS:-8}
 BENCH_IDLE_CONNS=${BENCH_IDLE_CONNS:-5000}
 BENCH_BULK_MB=${BENCH_BULK_MB:-50}
 BENCH_BULK_REPS=${BENCH_BULK_REPS:-5}
@@ -426,6 +431,72 @@ phase_sysbench() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# connect: new connections per second (connect, one query, disconnect)
+
+# The connection options alone: connect.lua has no tables, and sysbench refuses unknown options.
+SB_CONNECT=(--db-driver=mysql --mysql-host=127.0.0.1 --mysql-user=sbtest --mysql-password=sbtest
+  --mysql-db=sbtest)
+
+# run_connect ROUND THREADS TARGET SECONDS → appends one row to connect.csv
+run_connect() {
+  local round=$1 th=$2 t=$3 secs=$4 out pid c0 c1 l0 l1 started
+  out=$WORK/runs/connect-r$round-$th-$t.txt
+  pid=${TPID[$t]:-}
+  l0=$(load1)
+  started=$(date -u +%H:%M:%S)
+  c0=0
+  [ -n "$pid" ] && c0=$(cpu_ticks "$pid")
+  timeout $((secs + 60)) sysbench "$HELPERS/connect.lua" "${SB_CONNECT[@]}" --mysql-port="${TPORT[$t]}" \
+    --threads="$th" --time="$secs" --report-interval=0 --percentile=95 run >"$out" 2>&1 ||
+    log "connect workload, $th threads via $t failed (exit $?): $(tail -3 "$out" | tr '\n' ' ')"
+  c1=0
+  [ -n "$pid" ] && c1=$(cpu_ticks "$pid")
+  l1=$(load1)
+  # One event = one connection (connect, SELECT 1, COM_QUIT), so sysbench's events are ours.
+  awk -v round="$round" -v th="$th" -v t="$t" -v secs="$secs" -v started="$started" \
+    -v cpu="$(((c1 - c0)))" -v tck="$CLK_TCK" -v proxy="${pid:+1}" -v l0="$l0" -v l1="$l1" '
+    /^ *transactions:/ { n = $2; rate = $3; sub(/\(/, "", rate) }
+    /^ *ignored errors:/ { err = $3 }
+    /95th percentile:/ { p95 = $3 }
+    END {
+      if (n == "") { n = 0; rate = 0; p95 = ""; err = "" }
+      cpu_s = proxy ? sprintf("%.2f", cpu / tck) : ""
+      per10k = (proxy && n > 0) ? sprintf("%.4f", cpu / tck / n * 10000) : ""
+      printf "%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n", round, th, t, secs, rate, n, p95, err, \
+        cpu_s, per10k, l0, l1, started
+    }' "$out" >>"$BENCH_OUT/connect.csv"
+  tail -1 "$BENCH_OUT/connect.csv" | awk -F, '{ printf "  connect %2s thr %-8s %9s conn/s  p95 %6s ms  cpu/10k %s  load %s→%s\n", $2, $3, $5, $7, $10, $11, $12 }' >&2
+}
+
+phase_connect() {
+  log "connect: new connections per second, $BENCH_CONNECT_THREADS thread(s)"
+  start_mariadb conn 1 "skip-log-bin"
+  local db=$DB_PORT th t round i cell=0
+  start_targets "$db"
+  mkdir -p "$WORK/runs"
+  echo "round,threads,target,time_s,conns_per_s,connections,p95_ms,errors,proxy_cpu_s,cpu_s_per_10k_conns,load1_before,load1_after,started_utc" \
+    >"$BENCH_OUT/connect.csv"
+  log "warm-up: 3 s of the connect workload at 8 threads through every target"
+  for t in $BENCH_TARGETS; do
+    timeout 60 sysbench "$HELPERS/connect.lua" "${SB_CONNECT[@]}" --mysql-port="${TPORT[$t]}" --threads=8 \
+      --time=3 run >/dev/null 2>&1 || log "warm-up via $t failed"
+  done
+  local targets=($BENCH_TARGETS)
+  for round in $(seq "$BENCH_ROUNDS"); do
+    log "connect round $round/$BENCH_ROUNDS (load $(cut -d' ' -f1-3 /proc/loadavg))"
+    for th in $BENCH_CONNECT_THREADS; do
+      # Rotate the target order per cell and round, as the sysbench phase does.
+      for i in $(seq 0 $((${#targets[@]} - 1))); do
+        run_connect "$round" "$th" "${targets[$(((i + cell + round) % ${#targets[@]}))]}" "$BENCH_TIME"
+      done
+      cell=$((cell + 1))
+    done
+  done
+  stop_targets
+  stop_pid "$DB_PID"
+}
+
+# ---------------------------------------------------------------------------------------------
 # idle sessions: RSS per connection
 
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
@@ -618,6 +689,7 @@ log "mode $MODE; output $BENCH_OUT; targets: $BENCH_TARGETS; ${BENCH_TIME}s x $B
 case $MODE in
 all)
   phase_sysbench
+  phase_connect
   phase_idle
   phase_bulk
   phase_failover
@@ -625,6 +697,7 @@ all)
   ;;
 profile) phase_profile ;;
 sysbench) phase_sysbench ;;
+connect) phase_connect ;;
 idle) phase_idle ;;
 bulk) phase_bulk ;;
 failover) phase_failover ;;

@@ -3,8 +3,8 @@
     python3 scripts/bench/report.py DIR            # DIR/results.md and DIR/chart.svg
     python3 scripts/bench/report.py --chart CSV    # only the chart of a sysbench CSV, to stdout
 
-Reads DIR/machine.env and whichever of results.csv (sysbench), idle.csv, bulk.csv and
-failover.csv exist. Medians over rounds; ranges are min–max; ratios "vs X" are the median of
+Reads DIR/machine.env and whichever of results.csv (sysbench), connect.csv (new connections
+per second), idle.csv, bulk.csv and failover.csv exist. Medians over rounds; ranges are min–max; ratios "vs X" are the median of
 the per-round ratios (each round runs the targets back to back, so a ratio within a round is
 less exposed to a neighbour's build than a ratio of medians). Standard library only.
 """
@@ -360,6 +360,59 @@ def failover_table(rows):
     return out, verdict
 
 
+def connect_rows(rows):
+    """The connect workload's rows in the sysbench rows' shape (one event = one connection), so
+    the same indexing, ratios and chart code serve both."""
+    return [
+        {
+            "round": r["round"],
+            "workload": "connect",
+            "threads": r["threads"],
+            "target": r["target"],
+            "qps": r["conns_per_s"],
+            "cpu_s_per_10k_queries": r["cpu_s_per_10k_conns"],
+            "p95_ms": r["p95_ms"],
+        }
+        for r in rows
+    ]
+
+
+def connect_table(rows):
+    if not rows:
+        return [], {}
+    cells, by, targets = index_rows(connect_rows(rows))
+    secs = rows[0]["time_s"]
+    rounds = len({r["round"] for r in rows})
+    out = [
+        f"### New connections per second (connect, `SELECT 1`, disconnect; {rounds} interleaved "
+        f"round(s) of {secs} s; median, [min–max])\n"
+    ]
+    proxies = [t for t in targets if t != "direct"]
+    heads = [LABEL.get(t, t) for t in targets]
+    specs = [(t, "direct") for t in proxies if "direct" in targets]
+    specs += [(t, "haproxy") for t in proxies if t != "haproxy" and "haproxy" in targets]
+    heads += [f"{LABEL.get(t, t)} ÷ {LABEL.get(b, b)}" for t, b in specs]
+    heads += [f"CPU s/10k connections, {LABEL.get(t, t)}" for t in proxies]
+    out.append("| threads | " + " | ".join(heads) + " |")
+    out.append("|---:|" + "---:|" * len(heads))
+    verdict = {}
+    for key in cells:
+        cols = []
+        for t in targets:
+            q = list(series(by, key, t, "qps").values())
+            lo, hi = rng(q)
+            cols.append(f"{fmt(med(q))} [{fmt(lo)}–{fmt(hi)}]" if len(q) > 1 else fmt(med(q)))
+        cols += [fmt_ratio(round_ratios(by, key, t, b)) for t, b in specs]
+        cols += [fmt(med(list(series(by, key, t, "cpu_s_per_10k_queries").values())), 3) for t in proxies]
+        out.append(f"| {key[1]} | " + " | ".join(cols) + " |")
+        r = med(round_ratios(by, key, "pump", "haproxy"))
+        if r is not None:
+            ok, text = verdict.get("connect", (True, ""))
+            verdict["connect"] = (ok and r >= 1.0, (text + "; " if text else "") + f"{key[1]} threads: {r:.2f}× HAProxy")
+    out.append("")
+    return out, verdict
+
+
 # ---------------------------------------------------------------------------------------------
 # chart
 
@@ -395,30 +448,24 @@ def text_width(text, size):
 GOOD, BAD, NEUTRAL = "#1a7f37", "#b42318", "#333333"
 
 
-def chart_svg(cells, by, targets):
+def chart_svg(cells, by, targets, connect=None):
     """Two bar panels (qps; proxy CPU per 10k queries), one bar per target per cell, and under
     each panel a table of our relay's ratios per cell (median of per-round ratios, as in
-    results.md). Every label has its own row or column: nothing overlaps."""
+    results.md); with `connect` (the connect workload, indexed like the sysbench rows), a third
+    panel of new connections per second. Every label has its own row or column: nothing
+    overlaps."""
     cells = list(cells)
     W, ML, MR, PH = 1000, 170, 20, 240
     ROW = 17  # height of one ratio-table row
     pw = W - ML - MR
-    gw = pw / len(cells)
-    ours = [t for t in CHART_RATIO_TARGETS if t in targets]
-    # workload groups: runs of consecutive cells with the same workload
-    groups = []
-    for ci, key in enumerate(cells):
-        if groups and groups[-1][0] == key[0]:
-            groups[-1][2] = ci
-        else:
-            groups.append([key[0], ci, ci])
 
-    def stats(key, t, field):
+    def stats(key, t, field, by=by):
         xs = [x for x in series(by, key, t, field).values() if x is not None]
         return (statistics.median(xs), min(xs), max(xs)) if xs else None
 
-    def ratio_rows(field, bases, better):
+    def ratio_rows(field, bases, better, cells=cells, by=by, targets=targets):
         """[(label, [(text, colour, tooltip) per cell])] for each of ours against each base."""
+        ours = [t for t in CHART_RATIO_TARGETS if t in targets]
         rows = []
         for t in ours:
             for base, target in bases:
@@ -441,9 +488,19 @@ def chart_svg(cells, by, targets):
 
     el = []
 
-    def panel(y0, title, field, tgts, digits, rows):
+    def panel(y0, title, field, tgts, digits, rows, cells=cells, by=by):
         """Draws one panel with its top (title baseline) at y0; returns the y below it."""
-        vals = {(key, t): v for key in cells for t in tgts if (v := stats(key, t, field))}
+        if not cells:
+            return y0
+        gw = pw / len(cells)
+        # workload groups: runs of consecutive cells with the same workload
+        groups = []
+        for ci, key in enumerate(cells):
+            if groups and groups[-1][0] == key[0]:
+                groups[-1][2] = ci
+            else:
+                groups.append([key[0], ci, ci])
+        vals = {(key, t): v for key in cells for t in tgts if (v := stats(key, t, field, by))}
         if not vals:
             return y0
         el.append(f'<text x="{ML}" y="{y0}" font-size="14" font-weight="bold">{esc(title)}</text>')
@@ -531,6 +588,19 @@ def chart_svg(cells, by, targets):
         2,
         ratio_rows("cpu_s_per_10k_queries", [("haproxy", CPU_TARGET)], operator.le),
     )
+    if connect:
+        c_cells, c_by, c_targets = connect
+        y = panel(
+            y + 40,
+            "new connections per second: connect, SELECT 1, disconnect (higher is better)",
+            "qps",
+            c_targets,
+            0,
+            ratio_rows("qps", [("direct", None), ("haproxy", 1.0)], operator.ge, c_cells, c_by, c_targets),
+            c_cells,
+            c_by,
+        )
+        targets = targets + [t for t in c_targets if t not in targets]
     # legend: one swatch per target, wrapped to the width
     y += 28
     lx = ML
@@ -583,6 +653,8 @@ def main():
     md.append("")
     verdict = {}
     cells, by, targets = [], {}, []
+    conn = read_csv(os.path.join(d, "connect.csv"))
+    conn_index = index_rows(connect_rows(conn)) if conn else None
     if sb:
         rounds = len({r["round"] for r in sb})
         secs = sb[0]["time_s"]
@@ -596,9 +668,14 @@ def main():
         t, v, cells, by, targets = sysbench_tables(sb)
         md += t
         verdict.update(v)
+    if conn:
+        t, v = connect_table(conn)
+        md += t
+        verdict.update(v)
+    if sb or conn:
         with open(os.path.join(d, "chart.svg"), "w") as f:
-            f.write(chart_svg(cells, by, targets))
-        md += ["![qps and CPU per query](chart.svg)", ""]
+            f.write(chart_svg(cells, by, targets, conn_index))
+        md += ["![qps, CPU per query and new connections per second](chart.svg)", ""]
     for fn, name in ((idle_table, "idle.csv"), (bulk_table, "bulk.csv"), (failover_table, "failover.csv")):
         t, v = fn(read_csv(os.path.join(d, name)))
         md += t
@@ -622,8 +699,9 @@ def main():
             "rss": f"RSS per idle connection ≤ {RSS_TARGET}× HAProxy",
             "bulk": f"50 MB blob ≥ {BULK_TARGET}× direct throughput",
             "failover": "write outage on failover below HAProxy's (mysql-check)",
+            "connect": "new connections per second ≥ HAProxy",
         }
-        for k in ("qps", "cpu", "rss", "bulk", "failover"):
+        for k in ("qps", "cpu", "rss", "bulk", "failover", "connect"):
             if k in verdict:
                 ok, text = verdict[k]
                 md.append(f"| {names[k]} | {'met' if ok else '**missed**'} | {text} |")

@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
 use tokio::time::timeout_at;
 use tokio_util::sync::CancellationToken;
+use tracing::field::display;
 use tracing::{Instrument, debug, debug_span};
 
 use super::connect::{ConnectError, connect};
@@ -31,6 +32,7 @@ use super::idle::Observer;
 use super::leave::{self, Ended};
 use super::mysql_packet::{ErrReason, err_packet};
 use super::proxy_protocol::v2_header;
+use super::relay::Side;
 use super::upstream::{Target, Upstream};
 use crate::config::{Config, OnFailover, ProxyProtocol};
 use crate::control::pool::PoolWatch;
@@ -121,12 +123,9 @@ async fn serve_inner(mut client: TcpStream, mut ctx: ConnContext) {
                 .backend_gauge(|| ctx.metrics.backend_gauge(b.addr)),
         )
     });
-    let backend_name = bound.backend.as_ref().map(ToString::to_string);
-    debug!(
-        backend = backend_name.as_deref(),
-        epoch = bound.epoch,
-        "relaying"
-    );
+    // Formatted only when a debug event is actually written, not on every connection.
+    let backend_name = || bound.backend.as_ref().map(display);
+    debug!(backend = backend_name(), epoch = bound.epoch, "relaying");
 
     // Only the idle policy needs to follow the protocol; the others pay nothing for it.
     let mut observer =
@@ -148,7 +147,7 @@ async fn serve_inner(mut client: TcpStream, mut ctx: ConnContext) {
             ctx.metrics.connections_closed_idle.inc();
             bound.stats.note_left_idle();
             debug!(
-                backend = backend_name.as_deref(),
+                backend = backend_name(),
                 closed_by = "failover",
                 at = "idle moment",
                 protocol = if observer.as_deref().is_some_and(Observer::readable) {
@@ -163,13 +162,12 @@ async fn serve_inner(mut client: TcpStream, mut ctx: ConnContext) {
         Ended::Relay(Ok(stats)) => {
             ctx.metrics
                 .add_relayed(stats.from_client, stats.from_backend);
-            let closed_by = stats.first_eof.map(|s| s.to_string());
             debug!(
-                backend = backend_name.as_deref(),
+                backend = backend_name(),
                 bytes_from_client = stats.from_client,
                 bytes_from_backend = stats.from_backend,
                 duration_ms = elapsed.as_millis() as u64,
-                closed_by = closed_by.as_deref().unwrap_or("both"),
+                closed_by = stats.first_eof.map_or("both", Side::name),
                 "connection closed"
             );
         }
@@ -177,7 +175,7 @@ async fn serve_inner(mut client: TcpStream, mut ctx: ConnContext) {
             ctx.metrics
                 .add_relayed(e.stats.from_client, e.stats.from_backend);
             debug!(
-                backend = backend_name.as_deref(),
+                backend = backend_name(),
                 side = %e.side,
                 error = %e.source,
                 duration_ms = elapsed.as_millis() as u64,
@@ -192,7 +190,7 @@ async fn serve_inner(mut client: TcpStream, mut ctx: ConnContext) {
                 "failover"
             };
             debug!(
-                backend = backend_name.as_deref(),
+                backend = backend_name(),
                 closed_by = why,
                 duration_ms = elapsed.as_millis() as u64,
                 "connection closed by proxy"
@@ -230,20 +228,21 @@ async fn bind_backend(
             continue;
         };
         let attempt = tokio::select! {
-            result = connect(config, &backend, proxy_header) => result,
+            // Ends at the hold deadline too (`OutOfTime`): one timer for the whole attempt.
+            result = connect(config, &backend, proxy_header, deadline) => result,
             // A new primary was published while we were connecting (the old one may hang
             // until connect_timeout or the greeting timeout): go to the new one now.
             Ok(()) = upstream.changed() => continue,
-            () = tokio::time::sleep_until(deadline) => {
+            () = ctx.hard_stop.cancelled() => return Err(shutting_down()),
+        };
+        match attempt {
+            Ok(stream) => return Ok((stream, snapshot, guard)),
+            Err(ConnectError::OutOfTime) => {
                 // Report the cause we know (e.g. an earlier "no greeting"), else this attempt.
                 let failure = last_failure
                     .unwrap_or((backend, HoldFailure::StillConnecting(config.hold_timeout)));
                 return Err(no_primary(config, &upstream, Some(failure)));
             }
-            () = ctx.hard_stop.cancelled() => return Err(shutting_down()),
-        };
-        match attempt {
-            Ok(stream) => return Ok((stream, snapshot, guard)),
             Err(error) => {
                 drop(guard);
                 upstream.failed(backend.addr);

@@ -47,6 +47,10 @@ pub struct Metrics {
     pub connections_active: Gauge,
     pub connections_held: Gauge,
     pub bytes: Family<DirectionLabel, Counter>,
+    /// `bytes`' two series, looked up once: `Family::get_or_create` takes a lock and hashes the
+    /// label, which every closing connection would pay twice.
+    bytes_upstream: Counter,
+    bytes_downstream: Counter,
     /// Failed connects to the primary, by reason (refused, timeout, no_greeting, …).
     pub backend_connect_errors: Family<ReasonLabel, Counter>,
     pub err_packets: Family<ReasonLabel, Counter>,
@@ -82,11 +86,16 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Metrics {
+        let bytes: Family<DirectionLabel, Counter> = Family::default();
+        let series = |direction| bytes.get_or_create(&DirectionLabel { direction }).clone();
+        let (bytes_upstream, bytes_downstream) = (series("upstream"), series("downstream"));
         Metrics {
             connections_accepted: Counter::default(),
             connections_active: Gauge::default(),
             connections_held: Gauge::default(),
-            bytes: Family::default(),
+            bytes,
+            bytes_upstream,
+            bytes_downstream,
             backend_connect_errors: Family::default(),
             err_packets: Family::default(),
             failovers: Counter::default(),
@@ -119,11 +128,8 @@ impl Metrics {
     /// Bytes a connection relayed, by the side they came from. The exported label keeps the
     /// proxy convention: `upstream` = from the client, `downstream` = from the backend.
     pub fn add_relayed(&self, from_client: u64, from_backend: u64) {
-        for (direction, n) in [("upstream", from_client), ("downstream", from_backend)] {
-            self.bytes
-                .get_or_create(&DirectionLabel { direction })
-                .inc_by(n);
-        }
+        self.bytes_upstream.inc_by(from_client);
+        self.bytes_downstream.inc_by(from_backend);
     }
 
     /// An ERR packet was sent to a client instead of a backend, for `reason`.

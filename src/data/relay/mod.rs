@@ -42,14 +42,19 @@ impl Side {
             Side::Backend => Side::Client,
         }
     }
+
+    /// The side's name in logs and errors: `client` or `backend`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Client => "client",
+            Side::Backend => "backend",
+        }
+    }
 }
 
 impl fmt::Display for Side {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Side::Client => "client",
-            Side::Backend => "backend",
-        })
+        f.write_str(self.name())
     }
 }
 

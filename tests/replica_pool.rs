@@ -35,18 +35,32 @@ fn replica_route(consul: &TestConsul, extra: &[&str]) -> Proxy {
         .start()
 }
 
-/// Opens `n` clients through `proxy`, each kept open; returns them with the replica index each
-/// reached.
+/// A client that reached a server through the proxy, with the replica index it reached.
+fn on_replica(set: &ReplicaSet, reached: anyhow::Result<(Conn, u32)>) -> (Conn, usize) {
+    let (conn, id) = reached.unwrap_or_else(|e| panic!("client through the proxy: {e:#}"));
+    let replica = set
+        .replica_with(id)
+        .unwrap_or_else(|| panic!("server_id {id} is not a replica (the primary?)"));
+    (conn, replica)
+}
+
+/// Opens `n` clients through `proxy` one after the other, each kept open.
 async fn open_clients(proxy: &Proxy, set: &ReplicaSet, n: usize) -> Vec<(Conn, usize)> {
     let mut clients = Vec::with_capacity(n);
     for _ in 0..n {
-        let (conn, id) = server_id_via(proxy.addr())
-            .await
-            .unwrap_or_else(|e| panic!("client through the proxy: {e:#}"));
-        let replica = set
-            .replica_with(id)
-            .unwrap_or_else(|| panic!("server_id {id} is not a replica (the primary?)"));
-        clients.push((conn, replica));
+        clients.push(on_replica(set, server_id_via(proxy.addr()).await));
+    }
+    clients
+}
+
+/// Opens `n` clients through `proxy` at the same time (each its own task).
+async fn open_clients_at_once(proxy: &Proxy, set: &ReplicaSet, n: usize) -> Vec<(Conn, usize)> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| tokio::spawn(server_id_via(proxy.addr())))
+        .collect();
+    let mut clients = Vec::with_capacity(n);
+    for task in tasks {
+        clients.push(on_replica(set, task.await.expect("client task")));
     }
     clients
 }
@@ -93,7 +107,7 @@ fn status_connections(pool: &serde_json::Value, set: &ReplicaSet) -> Vec<u64> {
         .collect()
 }
 
-/// 8 clients open at once, then 4 of those on replica 0 close and 4 new clients come: what each
+/// 8 clients opened at once, then 4 of those on replica 0 close and 4 new clients come: what each
 /// replica holds after each step.
 async fn balance_run(balance: &str) -> (Vec<usize>, Vec<usize>) {
     let consul = TestConsul::start().await;
@@ -102,7 +116,7 @@ async fn balance_run(balance: &str) -> (Vec<usize>, Vec<usize>) {
     let proxy = replica_route(&consul, &["--balance", balance]);
     wait_pool(&proxy, 2).await;
 
-    let clients = open_clients(&proxy, &set, CLIENTS).await;
+    let clients = open_clients_at_once(&proxy, &set, CLIENTS).await;
     let first = per_replica(&clients, 2);
     let pool = wait_pool(&proxy, 2).await;
     let reported: Vec<usize> = status_connections(&pool, &set)
@@ -110,7 +124,17 @@ async fn balance_run(balance: &str) -> (Vec<usize>, Vec<usize>) {
         .map(|n| n as usize)
         .collect();
     assert_eq!(reported, first, "/status counts each member's connections");
-    println!("balance = {balance}: {CLIENTS} clients → per replica {first:?}");
+    let (_, body) = proxy.admin_get("/status").await;
+    let status: serde_json::Value = serde_json::from_str(&body).expect("/status is JSON");
+    for (r, db) in set.replicas.iter().enumerate() {
+        let gauge = &status["connections"]["per_backend"][db.addr().to_string()];
+        assert_eq!(
+            gauge.as_u64(),
+            Some(first[r] as u64),
+            "per-backend gauge: {status}"
+        );
+    }
+    println!("balance = {balance}: {CLIENTS} clients opened at once → per replica {first:?}");
 
     let (on_0, mut kept): (Vec<_>, Vec<_>) = clients.into_iter().partition(|(_, r)| *r == 0);
     for (conn, _) in on_0 {
@@ -124,7 +148,9 @@ async fn balance_run(balance: &str) -> (Vec<usize>, Vec<usize>) {
     }
     kept.extend(open_clients(&proxy, &set, 4).await);
     let second = per_replica(&kept, 2);
-    println!("balance = {balance}: after 4 closes on replica 1 and 4 new clients → {second:?}");
+    println!(
+        "balance = {balance}: after the 4 clients of replica 1 closed and 4 new ones came → {second:?}"
+    );
     (first, second)
 }
 

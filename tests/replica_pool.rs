@@ -2,7 +2,8 @@
 //! Consul (the double, or a real agent with `CONSUL_BIN`) with tags `primary` / `replica`:
 //! 8 clients spread by `balance`, a stopped replica leaving the pool within one Consul change,
 //! a lagging replica (service check in `warning`) used only when the other is gone, and no
-//! healthy replica: the client is held, then refused with an ERR packet saying why.
+//! healthy replica: the client is held, then refused with an ERR packet saying why; a DNS replica
+//! route (every SRV record is a member); settings that do not apply to replicas exit 64.
 //! `SELECT @@server_id` tells which server a connection reached.
 
 mod support;
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 use support::consul::TestConsul;
-use support::proxy::{Proxy, ProxyArgs};
+use support::proxy::{Proxy, ProxyArgs, run_to_exit};
 use support::refusal::refused_within;
 use support::replica_set::{ReplicaSet, server_id_via};
 
@@ -317,4 +318,53 @@ async fn no_healthy_replica_holds_the_client_then_refuses_it_with_why() {
             .await,
         Some(1.0)
     );
+}
+
+#[tokio::test]
+async fn a_dns_replica_route_spreads_over_every_record() {
+    let consul = TestConsul::start().await;
+    let set = ReplicaSet::start(2).await;
+    set.register(&consul).await;
+    let proxy = ProxyArgs::dns(consul.dns_addr(), "replica.mysql.service.consul")
+        .with(&["--role", "replica", "--dns-interval", "200ms"])
+        .start();
+    wait_pool(&proxy, 2).await;
+    let clients = open_clients_at_once(&proxy, &set, CLIENTS).await;
+    assert_eq!(per_replica(&clients, 2), vec![4, 4]);
+    consul.check_fail(&ReplicaSet::check_id(0)).await;
+    let pool = wait_pool(&proxy, 1).await;
+    assert_eq!(status_connections(&pool, &set), vec![0, 4], "{pool}");
+}
+
+#[test]
+fn replica_settings_that_do_not_apply_exit_64_naming_the_field() {
+    for (args, field) in [
+        (
+            &[
+                "--role",
+                "replica",
+                "--verify-writable",
+                "--monitor-user",
+                "m",
+            ][..],
+            "`verify_writable`",
+        ),
+        (
+            &["--role", "replica", "--fallback", "main-rw"][..],
+            "`fallback`",
+        ),
+        (
+            &["--role", "replica", "--balance", "random"][..],
+            "--balance",
+        ),
+    ] {
+        let args: Vec<&str> = ["--backend", "127.0.0.1:1"]
+            .iter()
+            .chain(args)
+            .copied()
+            .collect();
+        let (status, err) = run_to_exit(&args, &[]);
+        assert_eq!(status.code(), Some(64), "{args:?}: {err}");
+        assert!(err.contains(field), "{args:?}: {err}");
+    }
 }

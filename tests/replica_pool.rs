@@ -368,3 +368,47 @@ fn replica_settings_that_do_not_apply_exit_64_naming_the_field() {
         assert!(err.contains(field), "{args:?}: {err}");
     }
 }
+
+#[tokio::test]
+async fn eight_clients_reconnecting_split_their_connections_evenly() {
+    const ROUNDS: usize = 25;
+    let consul = TestConsul::start().await;
+    let set = ReplicaSet::start(2).await;
+    set.register(&consul).await;
+    for balance in ["least-connections", "round-robin"] {
+        let proxy = replica_route(&consul, &["--balance", balance]);
+        wait_pool(&proxy, 2).await;
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                let addr = proxy.addr();
+                tokio::spawn(async move {
+                    let mut ids = Vec::with_capacity(ROUNDS);
+                    for _ in 0..ROUNDS {
+                        let (conn, id) = server_id_via(addr).await?;
+                        conn.disconnect().await?;
+                        ids.push(id);
+                    }
+                    anyhow::Ok(ids)
+                })
+            })
+            .collect();
+        let mut per = [0usize; 2];
+        for task in tasks {
+            for id in task.await.expect("client task").expect("a client's round") {
+                per[set.replica_with(id).expect("a replica answered")] += 1;
+            }
+        }
+        println!(
+            "balance = {balance}: {CLIENTS} clients x {ROUNDS} connections in {:?} → per replica {per:?}",
+            started.elapsed()
+        );
+        let total = CLIENTS * ROUNDS;
+        assert_eq!(per[0] + per[1], total);
+        if balance == "round-robin" {
+            assert_eq!(per, [total / 2, total / 2], "strict alternation");
+        } else {
+            assert!(per.iter().all(|&n| n >= total * 2 / 5), "{per:?}");
+        }
+    }
+}

@@ -412,3 +412,46 @@ async fn eight_clients_reconnecting_split_their_connections_evenly() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_leaving_replicas_clients_follow_on_failover_drain() {
+    let consul = TestConsul::start().await;
+    let set = ReplicaSet::start(2).await;
+    set.register(&consul).await;
+    let proxy = replica_route(&consul, &["--on-failover", "drain", "--drain-grace", "2s"]);
+    wait_pool(&proxy, 2).await;
+    let clients = open_clients(&proxy, &set, 4).await;
+    let from = proxy.log.len();
+    consul.check_fail(&ReplicaSet::check_id(0)).await;
+    let left = proxy
+        .wait_for_log_from(from, "replica left the pool", LIMIT)
+        .await;
+    let at = Instant::now();
+    assert!(left.contains("policy=Drain"), "{left}");
+    let (mut draining, mut staying): (Vec<_>, Vec<_>) =
+        clients.into_iter().partition(|(_, r)| *r == 0);
+    assert_eq!(draining.len(), 2);
+    // Within drain_grace they still work; after it the proxy closes them.
+    for (conn, _) in &mut draining {
+        conn.query_drop("SELECT 1")
+            .await
+            .expect("still open while draining");
+    }
+    for (conn, _) in &mut draining {
+        while conn.query_drop("SELECT 1").await.is_ok() {
+            assert!(at.elapsed() < LIMIT, "never closed after drain_grace");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let closed_after = at.elapsed();
+    println!("drained clients closed {closed_after:?} after the replica left");
+    assert!(
+        closed_after >= Duration::from_millis(1500),
+        "{closed_after:?}"
+    );
+    for (conn, _) in &mut staying {
+        conn.query_drop("SELECT 1")
+            .await
+            .expect("the other replica's clients stay");
+    }
+}

@@ -30,27 +30,16 @@ use serde_json::Value;
 use support::consul::TestConsul;
 use support::mariadb::{MariaDbPair, StopHow};
 use support::proxy::{Proxy, binary};
+use support::timeline::Clock;
 use support::workload::{CREATE_TABLE, During, ErrorKind, Report, Style, Writers, rows_on};
 use tokio_util::sync::CancellationToken;
 
 const LIMIT: Duration = Duration::from_secs(60);
 const LOAD: Duration = Duration::from_secs(3);
 
-struct Clock(Instant);
-
-impl Clock {
-    fn say(&self, what: impl AsRef<str>) {
-        println!(
-            "[{:>6.2}s] {}",
-            self.0.elapsed().as_secs_f64(),
-            what.as_ref()
-        );
-    }
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let clock = Clock(Instant::now());
+    let clock = Clock::start();
     let _ = rustls::crypto::ring::default_provider().install_default();
     clock.say("starting a MariaDB primary and a GTID replica on free loopback ports");
     let mut pair = MariaDbPair::start().await;

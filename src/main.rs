@@ -13,7 +13,7 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 use consul_mysql_proxy::cli::check::{self, CheckArgs};
 use consul_mysql_proxy::cli::healthcheck::{self, HealthcheckArgs};
 use consul_mysql_proxy::cli::status::{self, StatusArgs};
-use consul_mysql_proxy::config::{Config, Settings, defaults};
+use consul_mysql_proxy::config::{Routes, Settings, defaults};
 use consul_mysql_proxy::ops::limits;
 use consul_mysql_proxy::ops::telemetry::{self, LogHandle};
 use consul_mysql_proxy::server::Server;
@@ -83,8 +83,8 @@ fn main() -> ExitCode {
         Some(Command::Status(args)) => return ExitCode::from(status::run(&args)),
         None => {}
     }
-    let config = match Config::load(cli.config.as_deref(), &cli.settings) {
-        Ok(config) => config,
+    let routes = match Routes::load(cli.config.as_deref(), &cli.settings) {
+        Ok(routes) => routes,
         Err(e) => {
             eprintln!("consul-mysql-proxy: {e}");
             return ExitCode::from(EX_USAGE);
@@ -92,15 +92,20 @@ fn main() -> ExitCode {
     };
     match limits::raise_nofile_limit() {
         Ok(nofile) => {
-            if let Err(e) = limits::check_connection_capacity(config.max_connections, nofile) {
+            let caps: Vec<(&str, usize)> = routes
+                .routes
+                .iter()
+                .map(|r| (&*r.name, r.config.max_connections))
+                .collect();
+            if let Err(e) = limits::check_routes_capacity(&caps, nofile) {
                 eprintln!("consul-mysql-proxy: invalid configuration: {e}");
                 return ExitCode::from(EX_USAGE);
             }
         }
         Err(e) => eprintln!("consul-mysql-proxy: warning: cannot raise the open-files limit: {e}"),
     }
-    let log = telemetry::init(config.log_format, &config.log_level);
-    match run(config, cli, log) {
+    let log = telemetry::init(routes.process().log_format, &routes.process().log_level);
+    match run(routes, cli, log) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -110,7 +115,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: Config, cli: Cli, log: LogHandle) -> anyhow::Result<()> {
+fn run(routes: Routes, cli: Cli, log: LogHandle) -> anyhow::Result<()> {
     // Single-threaded by default: a sidecar leaves the cores to the application. More workers
     // get their own threads inside the server.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -118,7 +123,7 @@ fn run(config: Config, cli: Cli, log: LogHandle) -> anyhow::Result<()> {
         .build()
         .context("building the tokio runtime")?;
     runtime.block_on(async {
-        let server = Server::bind(config)?;
+        let server = Server::bind_routes(routes)?;
         let shutdown = CancellationToken::new();
         let (reload_tx, reload_rx) = mpsc::channel(1);
         spawn_signal_handler(shutdown.clone())?;
@@ -157,17 +162,17 @@ fn spawn_signal_handler(shutdown: CancellationToken) -> anyhow::Result<()> {
 fn spawn_reload_handler(
     cli: Cli,
     log: LogHandle,
-    reloads: mpsc::Sender<Config>,
+    reloads: mpsc::Sender<Routes>,
 ) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            match Config::load(cli.config.as_deref(), &cli.settings) {
-                Ok(config) => {
-                    if let Err(e) = log.set_filter(&config.log_level) {
+            match Routes::load(cli.config.as_deref(), &cli.settings) {
+                Ok(routes) => {
+                    if let Err(e) = log.set_filter(&routes.process().log_level) {
                         tracing::warn!(error = %e, "reload: cannot change the log level");
                     }
-                    if reloads.send(config).await.is_err() {
+                    if reloads.send(routes).await.is_err() {
                         return;
                     }
                 }

@@ -105,6 +105,25 @@ fn write_summary(
     let verdict = if r.ready { "READY" } else { "NOT READY" };
     writeln!(out, "{verdict:<12}{}", text(&r.readiness))?;
     writeln!(out)?;
+    if !r.routes.is_empty() {
+        for route in &r.routes {
+            let rr = &route.report;
+            let primary = rr.primary.as_ref().map_or("none", |p| p.address.as_str());
+            writeln!(
+                out,
+                "{:<12}{} → {} primary {}  active {} held {}{}",
+                format!("route {}", text(&route.name)),
+                text(&route.listen),
+                text(rr.service().unwrap_or("?")),
+                text(primary),
+                rr.connections.active,
+                rr.connections.held,
+                if rr.ready { "" } else { "  NOT READY" },
+            )?;
+        }
+        writeln!(out, "  (below: route {})", text(&r.routes[0].name))?;
+        writeln!(out)?;
+    }
 
     match &r.primary {
         Some(p) => writeln!(

@@ -2,10 +2,10 @@
 //!
 //! ```text
 //!   defaults::table() < CONSUL_HTTP_* env < TOML file < CONSUL_MYSQL_PROXY_* env < flags
-//!        └──────────────── Settings::overlay ────────────────┘
+//!        └──────────────── Settings::overlay ────────────────┘   (< a [[route]] table)
 //!                              │ resolve: defaults applied, every field validated
 //!                              ▼
-//!                   Config (immutable, shared as Arc<Config>; SIGHUP builds a new one)
+//!        Config per route (immutable, shared as Arc<Config>; SIGHUP builds new ones)
 //! ```
 //!
 //! - [`settings`]: the raw, all-optional layer that clap (flags, env) and serde (the file) fill;
@@ -15,7 +15,8 @@
 //!   binary exits with `EX_USAGE` (64) and a message that says what to fix;
 //! - [`model`]: the validated [`Config`] and the narrow parts components receive;
 //! - [`kinds`]: every settings enum, one naming convention;
-//! - [`summary`]: the `/status` view of the configuration (no secrets).
+//! - [`summary`]: the `/status` view of the configuration (no secrets);
+//! - [`routes`]: the file's `[[route]]` tables (or the one implicit route), one `Config` each.
 //!
 //! `config` depends on no component: components depend on it.
 
@@ -23,10 +24,11 @@ pub mod defaults;
 pub mod kinds;
 pub mod model;
 mod resolve;
+pub mod routes;
 pub mod settings;
 pub mod summary;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub use crate::util::secret::Secret;
 pub use kinds::{
@@ -37,6 +39,7 @@ pub use model::{
     Config, ConsulConfig, ConsulScope, ConsulSource, ConsulTls, Discovery, DnsConfig,
     FailoverPolicy, Fallback, FenceConfig, HealthRules, MAX_CONSUL_WAIT, MONITOR_PASSWORD_ENV,
 };
+pub use routes::{Route, Routes};
 pub use settings::{Settings, parse_bool, parse_duration};
 
 /// Prefix of every environment variable that can set a field.
@@ -56,6 +59,36 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("invalid environment variable {name}: {reason}")]
     Env { name: &'static str, reason: String },
+    #[error("{}", in_route(route, source))]
+    Route {
+        route: String,
+        source: Box<ConfigError>,
+    },
+    #[error("invalid configuration: two routes are named \"{name}\" (route names must be unique)")]
+    DuplicateRoute { name: String },
+    #[error(
+        "invalid configuration: routes \"{first}\" and \"{second}\" both listen on {addr} (give each route its own `listen`)"
+    )]
+    DuplicateListen {
+        addr: std::net::SocketAddr,
+        first: String,
+        second: String,
+    },
+    #[error(
+        "invalid configuration: route name `{name}`: use 1 to 64 letters, digits, `-`, `_` or `.` (it appears in logs and metric labels)"
+    )]
+    RouteName { name: String },
+}
+
+/// A route's error: a field error without the flag and env hints (a route table is only in the
+/// file), anything else as it is.
+fn in_route(route: &str, source: &ConfigError) -> String {
+    match source {
+        ConfigError::Field { field, reason } => {
+            format!("invalid configuration: route \"{route}\": {field}: {reason}")
+        }
+        other => format!("route \"{route}\": {other}"),
+    }
 }
 
 fn env_name(field: &str) -> String {
@@ -66,24 +99,6 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Field {
         field,
         reason: reason.into(),
-    }
-}
-
-impl Config {
-    /// Loads the file named by `config_path` (if any) over the `CONSUL_HTTP_*` variables,
-    /// stacks `cli` (our flags and env) on top, applies defaults and validates.
-    pub fn load(config_path: Option<&Path>, cli: &Settings) -> Result<Config, ConfigError> {
-        let file = match config_path {
-            Some(path) => Settings::from_file(path)?,
-            None => Settings::default(),
-        };
-        let ecosystem =
-            Settings::from_consul_env(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))?;
-        let monitor_password = std::env::var(MONITOR_PASSWORD_ENV).ok().map(Secret::new);
-        Config::resolve_with(
-            ecosystem.overlay(file).overlay(cli.clone()),
-            monitor_password,
-        )
     }
 }
 

@@ -27,6 +27,18 @@ impl Config {
         s: Settings,
         monitor_password: Option<Secret>,
     ) -> Result<Config, ConfigError> {
+        // The top-level settings are one implicit route without a name: no route to fall back to.
+        Config::resolve_route(s, monitor_password, None)
+    }
+
+    /// Like [`Config::resolve_with`], for a `[[route]]` table: `fallback` may name one of
+    /// `other_routes` (the other routes of the file; [`Routes`](super::Routes) checks their
+    /// role). `None`: the top-level settings, which have no other route.
+    pub fn resolve_route(
+        s: Settings,
+        monitor_password: Option<Secret>,
+        other_routes: Option<&[&str]>,
+    ) -> Result<Config, ConfigError> {
         let s = defaults::table().overlay(s);
         let service = need("service", s.service.clone())?;
         if service.trim().is_empty() || service.contains('/') {
@@ -44,8 +56,7 @@ impl Config {
                 "does not apply to `role = replica` (fencing keeps writes off a read-only server; replicas are read-only): turn verify_writable off or use role = primary",
             ));
         }
-        // The top-level settings are one implicit route without a name: no route to fall back to.
-        let fallback = resolve_fallback(&need("fallback", s.fallback.clone())?, &[])?;
+        let fallback = resolve_fallback(&need("fallback", s.fallback.clone())?, other_routes)?;
         let max_connections = need("max_connections", s.max_connections)?;
         if max_connections == 0 {
             return Err(invalid("max_connections", "must be at least 1"));
@@ -244,17 +255,17 @@ fn resolve_discovery(s: &Settings) -> Result<Discovery, ConfigError> {
     })))
 }
 
-/// `fallback`: `hold`, or the name of one of `routes` (the routes a `[[route]]` table may fall
-/// back to; none for the top-level settings).
-fn resolve_fallback(text: &str, routes: &[&str]) -> Result<Fallback, ConfigError> {
+/// `fallback`: `hold`, or the name of one of `routes` (the other routes a `[[route]]` table may
+/// fall back to; `None` for the top-level settings).
+fn resolve_fallback(text: &str, routes: Option<&[&str]>) -> Result<Fallback, ConfigError> {
     match text.trim() {
         "hold" => Ok(Fallback::Hold),
         "" => Err(invalid(
             "fallback",
             "must be `hold` or the name of a primary route",
         )),
-        name if routes.contains(&name) => Ok(Fallback::Route(name.to_owned())),
-        name if routes.is_empty() => Err(invalid(
+        name if routes.is_some_and(|r| r.contains(&name)) => Ok(Fallback::Route(name.to_owned())),
+        name if routes.is_none() => Err(invalid(
             "fallback",
             format!(
                 "`{name}` names a route, but these settings are not a [[route]] table: only `hold` applies here"
@@ -263,8 +274,8 @@ fn resolve_fallback(text: &str, routes: &[&str]) -> Result<Fallback, ConfigError
         name => Err(invalid(
             "fallback",
             format!(
-                "no route named `{name}` (routes: {}); use `hold` or one of them",
-                routes.join(", ")
+                "no other route named `{name}` (other routes: {}); use `hold` or one of them",
+                routes.map_or_else(String::new, |r| r.join(", "))
             ),
         )),
     }
@@ -511,10 +522,10 @@ mod tests {
             "{err}"
         );
         assert_eq!(
-            resolve_fallback("main-rw", &["main-rw", "main-ro"]).unwrap(),
+            resolve_fallback("main-rw", Some(&["main-rw", "main-ro"])).unwrap(),
             Fallback::Route("main-rw".into())
         );
-        assert!(resolve_fallback("other", &["main-rw"]).is_err());
+        assert!(resolve_fallback("other", Some(&["main-rw"])).is_err());
     }
 
     #[test]

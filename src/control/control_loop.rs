@@ -24,7 +24,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use super::failover;
 use super::fence::{self, Writability};
@@ -32,7 +32,8 @@ use super::pool::PoolPublisher;
 use super::primary::{Backend, PrimaryPublisher};
 use super::replicas::Replicas;
 use super::selection::{Selection, select};
-use super::sources::{self, Excluded, Exclusion, Observation};
+use super::sources::shared::SharedSources;
+use super::sources::{Excluded, Exclusion, Observation};
 use super::supervisor::describe_end;
 use crate::config::{Config, Role};
 use crate::ops::history::FailoverHistory;
@@ -42,11 +43,20 @@ use crate::ops::status::DiscoveryStatus;
 /// Longest a fencing check may take.
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Where a route's control loop publishes: its primary, and (`role = replica`) its pool.
-#[derive(Debug, Clone)]
-pub struct Publishers {
-    pub primary: Arc<PrimaryPublisher>,
+/// What a control loop works with besides its configuration: kept by its route, so a reload
+/// can start a new loop with the same primary, metrics and history.
+#[derive(Clone)]
+pub struct Wiring {
+    pub publisher: Arc<PrimaryPublisher>,
+    /// `role = replica`: where the pool is published.
     pub pool: Arc<PoolPublisher>,
+    pub metrics: Arc<Metrics>,
+    /// Poked by connections after a failed connect: look again now.
+    pub refresh: Arc<Notify>,
+    pub status: Arc<DiscoveryStatus>,
+    pub history: Arc<FailoverHistory>,
+    /// The process's watches: routes asking the same question share one source.
+    pub sources: Arc<SharedSources>,
 }
 
 /// Runs the configured source and publishes what it finds until `stop` is cancelled
@@ -54,19 +64,20 @@ pub struct Publishers {
 /// `Err` with the cause, for the [`supervisor`](super::supervisor) to log and restart.
 pub async fn run(
     config: Arc<Config>,
-    publishers: Publishers,
-    metrics: Arc<Metrics>,
-    refresh: Arc<Notify>,
-    status: Arc<DiscoveryStatus>,
-    history: Arc<FailoverHistory>,
+    wiring: Wiring,
     stop: CancellationToken,
 ) -> Result<(), String> {
-    let Publishers {
-        primary: publisher,
+    let Wiring {
+        publisher,
         pool,
-    } = publishers;
+        metrics,
+        refresh,
+        status,
+        history,
+        sources,
+    } = wiring;
     let (tx, mut rx) = mpsc::channel(16);
-    let source = sources::start(&config, tx, refresh, metrics.clone(), stop.child_token());
+    let source = sources.subscribe(&config, tx, refresh, metrics.clone(), stop.child_token());
     let describe = source.describe.clone();
     info!(source = %describe, verify_writable = config.fence.is_some(), "discovery started");
     status.set_source(&describe);
@@ -160,8 +171,10 @@ impl Verification {
         }
         self.cancel();
         let target = backend.clone();
-        let task =
-            tokio::spawn(async move { fence::check(&target, &fence_config, VERIFY_TIMEOUT).await });
+        let task = tokio::spawn(
+            async move { fence::check(&target, &fence_config, VERIFY_TIMEOUT).await }
+                .in_current_span(),
+        );
         self.running = Some((backend, task));
     }
 

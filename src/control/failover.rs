@@ -20,6 +20,7 @@
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use tracing::Instrument;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -208,33 +209,37 @@ fn schedule_idle_drain(
         drain_grace_ms = grace.as_millis() as u64,
         "draining old connections at their idle moments"
     );
-    tokio::spawn(async move {
-        let deadline = started + grace;
-        let closed_at_deadline = loop {
-            if stats.bound() == 0 {
-                break 0;
-            }
-            if leave.is_cancelled() {
-                return; // shutdown: the hard stop closed everything
-            }
-            if Instant::now() >= deadline {
-                let rest = stats.bound();
-                leave.cancel();
-                break rest;
-            }
-            tokio::time::sleep(Duration::from_millis(5).min(grace)).await;
-        };
-        let left_idle = stats.left_idle() - idle_before;
-        info!(
-            old = %old,
-            connections = draining,
-            left_idle,
-            closed_at_deadline,
-            ended_by_client = draining.saturating_sub(left_idle + closed_at_deadline),
-            drain_ms = started.elapsed().as_millis() as u64,
-            "idle drain finished"
-        );
-    });
+    let span = tracing::Span::current();
+    tokio::spawn(
+        async move {
+            let deadline = started + grace;
+            let closed_at_deadline = loop {
+                if stats.bound() == 0 {
+                    break 0;
+                }
+                if leave.is_cancelled() {
+                    return; // shutdown: the hard stop closed everything
+                }
+                if Instant::now() >= deadline {
+                    let rest = stats.bound();
+                    leave.cancel();
+                    break rest;
+                }
+                tokio::time::sleep(Duration::from_millis(5).min(grace)).await;
+            };
+            let left_idle = stats.left_idle() - idle_before;
+            info!(
+                old = %old,
+                connections = draining,
+                left_idle,
+                closed_at_deadline,
+                ended_by_client = draining.saturating_sub(left_idle + closed_at_deadline),
+                drain_ms = started.elapsed().as_millis() as u64,
+                "idle drain finished"
+            );
+        }
+        .instrument(span),
+    );
 }
 
 fn schedule_drain(token: tokio_util::sync::CancellationToken, grace: Duration) {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::task::JoinError;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{Instrument, error, info};
 
 use super::sources::backoff::Backoff;
 use crate::ops::metrics::Metrics;
@@ -37,7 +37,8 @@ pub async fn supervise<F, Fut>(
 {
     let mut backoff = Backoff::new(RESTART_BACKOFF.0, RESTART_BACKOFF.1);
     loop {
-        let mut task = tokio::spawn(start());
+        // The task logs inside the caller's span (a route's name).
+        let mut task = tokio::spawn(start().in_current_span());
         let ended = tokio::select! {
             ended = &mut task => ended,
             () = stop.cancelled() => {
@@ -69,7 +70,7 @@ pub fn spawn_logged<Fut>(name: &'static str, metrics: Arc<Metrics>, task: Fut)
 where
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let handle = tokio::spawn(task);
+    let handle = tokio::spawn(task.in_current_span());
     tokio::spawn(async move {
         if let Err(e) = handle.await
             && e.is_panic()

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::warn;
+use tracing::{Instrument, warn};
 
 use super::connection::{self, ConnContext};
 
@@ -62,10 +62,14 @@ pub async fn accept_loop(
                     tracing::debug!(side = "client", %client_addr, error = %e, "cannot set TCP_NODELAY");
                 }
                 let ctx = ctx.clone();
-                tracker.spawn(async move {
-                    connection::serve(socket, client_addr, ctx).await;
-                    drop(permit);
-                });
+                // The connection logs inside the accept loop's span (the route's name).
+                tracker.spawn(
+                    async move {
+                        connection::serve(socket, client_addr, ctx).await;
+                        drop(permit);
+                    }
+                    .instrument(tracing::Span::current()),
+                );
             }
             Err(e) => {
                 warn!(side = "client", error = %e, retry_in_ms = backoff.as_millis() as u64, "accept failed");

@@ -39,9 +39,27 @@ use super::status::{DiscoveryStatus, rfc3339_or_null};
 use crate::config::Config;
 use crate::control::primary::PrimaryWatch;
 
-/// What the endpoint reads.
+/// What the endpoint reads: the running routes, replaced as a whole when a reload changes them.
 #[derive(Clone)]
 pub struct AdminState {
+    pub routes: watch::Receiver<Arc<RouteSet>>,
+}
+
+/// The routes of the process.
+#[derive(Clone)]
+pub struct RouteSet {
+    /// Never empty; in configuration order. The first one is also the top level of `/status`.
+    pub routes: Vec<RouteView>,
+    /// Several named routes: `/metrics` labels every series with `route`, `/status` lists them.
+    pub labelled: bool,
+}
+
+/// What the endpoint reads of one route.
+#[derive(Clone)]
+pub struct RouteView {
+    pub name: Arc<str>,
+    /// The address the route's clients connect to (the bound one: port 0 resolved).
+    pub listen: std::net::SocketAddr,
     pub primary: PrimaryWatch,
     pub metrics: Arc<Metrics>,
     pub discovery: Arc<DiscoveryStatus>,
@@ -105,7 +123,8 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<AdminState>) -> Response {
-    match readiness(&state) {
+    let set = state.routes.borrow().clone();
+    match set_readiness(&set) {
         Ok(ready) => (StatusCode::OK, format!("{ready}\n")).into_response(),
         Err(not_ready) => {
             (StatusCode::SERVICE_UNAVAILABLE, format!("{not_ready}\n")).into_response()
@@ -113,8 +132,34 @@ async fn readyz(State(state): State<AdminState>) -> Response {
     }
 }
 
-/// `/readyz`'s verdict: `Ok` (ready) or `Err` (not ready), each with its one-line message.
-fn readiness(state: &AdminState) -> Result<String, String> {
+/// The process is ready when every route is; the message names the routes that are not.
+fn set_readiness(set: &RouteSet) -> Result<String, String> {
+    if !set.labelled {
+        return set
+            .routes
+            .first()
+            .map_or_else(|| Err("not ready: no route".to_owned()), readiness);
+    }
+    let verdicts: Vec<(&RouteView, Result<String, String>)> =
+        set.routes.iter().map(|r| (r, readiness(r))).collect();
+    let not_ready: Vec<String> = verdicts
+        .iter()
+        .filter_map(|(r, v)| v.as_ref().err().map(|e| format!("route {}: {e}", r.name)))
+        .collect();
+    if not_ready.is_empty() {
+        let ready: Vec<String> = verdicts
+            .iter()
+            .filter_map(|(r, v)| v.as_ref().ok().map(|m| format!("route {}: {m}", r.name)))
+            .collect();
+        Ok(ready.join("; "))
+    } else {
+        Err(not_ready.join("; "))
+    }
+}
+
+/// One route's `/readyz` verdict: `Ok` (ready) or `Err` (not ready), each with its one-line
+/// message.
+fn readiness(state: &RouteView) -> Result<String, String> {
     if let Some(cause) = state.discovery.not_watching_cause() {
         return Err(format!("not ready: discovery is not watching: {cause}"));
     }
@@ -129,13 +174,15 @@ fn readiness(state: &AdminState) -> Result<String, String> {
 }
 
 async fn status(State(state): State<AdminState>) -> Response {
-    axum::Json(status_json(&state)).into_response()
+    let set = state.routes.borrow().clone();
+    axum::Json(process_status_json(&set)).into_response()
 }
 
 /// The status page: `/status` rendered as HTML. Its CSP forbids every script and outside
 /// resource, a second line of defence behind escaping what Consul and the network say.
 async fn status_page(State(state): State<AdminState>) -> Response {
-    match Report::from_json(status_json(&state)) {
+    let set = state.routes.borrow().clone();
+    match Report::from_json(process_status_json(&set)) {
         Ok(report) => (
             [
                 (header::CACHE_CONTROL, "no-store"),
@@ -152,8 +199,43 @@ async fn status_page(State(state): State<AdminState>) -> Response {
     }
 }
 
-/// The `/status` document.
-fn status_json(state: &AdminState) -> Value {
+/// The `/status` document: the first route's state at the top level (what a single-route proxy
+/// always showed), and with named routes, `routes`: every route's own document with its name.
+fn process_status_json(set: &RouteSet) -> Value {
+    let Some(first) = set.routes.first() else {
+        return json!({ "version": env!("CARGO_PKG_VERSION"), "ready": false, "readiness": "not ready: no route" });
+    };
+    let mut doc = status_json(first);
+    if set.labelled {
+        let ready = set_readiness(set);
+        let routes: Vec<Value> = set
+            .routes
+            .iter()
+            .map(|r| {
+                let mut route = status_json(r);
+                if let Some(obj) = route.as_object_mut() {
+                    obj.remove("version");
+                    obj.insert("name".into(), json!(&*r.name));
+                    obj.insert("listen".into(), json!(r.listen.to_string()));
+                }
+                route
+            })
+            .collect();
+        if let Some(obj) = doc.as_object_mut() {
+            obj.insert("ready".into(), json!(ready.is_ok()));
+            obj.insert(
+                "readiness".into(),
+                json!(ready.unwrap_or_else(|not_ready| not_ready)),
+            );
+            obj.insert("route".into(), json!(&*first.name));
+            obj.insert("routes".into(), json!(routes));
+        }
+    }
+    doc
+}
+
+/// One route's `/status` document.
+fn status_json(state: &RouteView) -> Value {
     let ready = readiness(state);
     let primary = state.primary.borrow().clone();
     let config = state.config.borrow().clone();
@@ -192,13 +274,25 @@ fn status_json(state: &AdminState) -> Value {
     })
 }
 
+/// Every route's metrics; with named routes, each series labelled with its route.
+fn encode_metrics(set: &RouteSet) -> String {
+    if !set.labelled
+        && let Some(first) = set.routes.first()
+    {
+        return first.metrics.encode();
+    }
+    let routes: Vec<(&str, &Metrics)> =
+        set.routes.iter().map(|r| (&*r.name, &*r.metrics)).collect();
+    super::metrics::encode_labelled(&routes)
+}
+
 async fn metrics(State(state): State<AdminState>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.encode(),
+        encode_metrics(&state.routes.borrow()),
     )
         .into_response()
 }
@@ -216,12 +310,21 @@ mod tests {
             ..Settings::default()
         })
         .unwrap();
-        let state = AdminState {
+        let view = RouteView {
+            name: "default".into(),
+            listen: "127.0.0.1:3306".parse().unwrap(),
             primary,
             metrics: Arc::new(Metrics::new()),
             discovery: Arc::new(DiscoveryStatus::default()),
             failovers: Arc::new(FailoverHistory::default()),
             config: watch::channel(Arc::new(config)).1,
+        };
+        let set = RouteSet {
+            routes: vec![view],
+            labelled: false,
+        };
+        let state = AdminState {
+            routes: watch::channel(Arc::new(set)).1,
         };
         (state, publisher)
     }

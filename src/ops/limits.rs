@@ -38,9 +38,44 @@ pub fn check_connection_capacity(max_connections: usize, nofile: u64) -> Result<
     Ok(())
 }
 
+/// [`check_connection_capacity`] for several routes, whose connection caps add up.
+pub fn check_routes_capacity(routes: &[(&str, usize)], nofile: u64) -> Result<(), String> {
+    if let [(_, max_connections)] = routes {
+        return check_connection_capacity(*max_connections, nofile);
+    }
+    let total: usize = routes.iter().map(|(_, n)| n).sum();
+    let needed = total as u64 * 2 + RESERVED_FDS;
+    if needed > nofile {
+        let fits = nofile.saturating_sub(RESERVED_FDS) / 2;
+        let each: Vec<String> = routes
+            .iter()
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect();
+        return Err(format!(
+            "the routes' `max_connections` ({}) add up to {total}, which needs {needed} file descriptors (2 per connection + {RESERVED_FDS}) but the open-files limit is {nofile}: lower max_connections (at the top level or per route) so they add up to at most {fits}, or raise the hard limit (ulimit -Hn, LimitNOFILE=)",
+            each.join(", ")
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn routes_capacity_adds_the_routes_up() {
+        assert!(check_routes_capacity(&[("rw", 4000), ("ro", 4000)], 20000).is_ok());
+        let err =
+            check_routes_capacity(&[("rw", 4096), ("ro", 4096), ("b", 4096)], 20000).unwrap_err();
+        assert!(
+            err.contains("(rw 4096, ro 4096, b 4096) add up to 12288"),
+            "{err}"
+        );
+        assert!(err.contains("at most 9968"), "{err}");
+        let one = check_routes_capacity(&[("default", 10000)], 20000).unwrap_err();
+        assert_eq!(one, check_connection_capacity(10000, 20000).unwrap_err());
+    }
 
     #[test]
     fn capacity_check_names_the_fix() {

@@ -273,6 +273,67 @@ impl Metrics {
     }
 }
 
+/// The exposition of several routes' metrics in one document: each family once (its `# HELP`
+/// and `# TYPE` from the first route), every sample labelled `route="<name>"`. Route names are
+/// plain (letters, digits, `-`, `_`, `.`: checked by the configuration), so they need no escaping.
+pub fn encode_labelled(routes: &[(&str, &Metrics)]) -> String {
+    struct Family {
+        name: String,
+        header: Vec<String>,
+        samples: Vec<String>,
+        owner: usize,
+    }
+    let mut families: Vec<Family> = Vec::new();
+    for (index, (route, metrics)) in routes.iter().enumerate() {
+        let mut current = None;
+        for line in metrics.encode().lines() {
+            if line == "# EOF" {
+                continue;
+            }
+            if let Some(meta) = line.strip_prefix("# ") {
+                let name = meta.split_whitespace().nth(1).unwrap_or_default();
+                let at = match families.iter().position(|f| f.name == name) {
+                    Some(at) => at,
+                    None => {
+                        families.push(Family {
+                            name: name.to_owned(),
+                            header: Vec::new(),
+                            samples: Vec::new(),
+                            owner: index,
+                        });
+                        families.len() - 1
+                    }
+                };
+                if families[at].owner == index {
+                    families[at].header.push(line.to_owned());
+                }
+                current = Some(at);
+            } else if let Some(at) = current {
+                families[at].samples.push(with_route_label(line, route));
+            }
+        }
+    }
+    let mut out = String::new();
+    for family in families {
+        for line in family.header.iter().chain(&family.samples) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out.push_str("# EOF\n");
+    out
+}
+
+/// `name{a="b"} 1` → `name{route="r",a="b"} 1`; `name 1` → `name{route="r"} 1`.
+fn with_route_label(sample: &str, route: &str) -> String {
+    let name_end = sample.find(['{', ' ']).unwrap_or(sample.len());
+    let (name, rest) = sample.split_at(name_end);
+    match rest.strip_prefix('{') {
+        Some(labels) => format!("{name}{{route=\"{route}\",{labels}"),
+        None => format!("{name}{{route=\"{route}\"}}{rest}"),
+    }
+}
+
 /// Keeps a gauge incremented while it lives: right on every exit path of a connection.
 #[derive(Debug)]
 pub struct GaugeGuard(Gauge);
@@ -300,6 +361,45 @@ impl Drop for GaugeGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn several_routes_share_each_family_and_label_every_sample() {
+        let (a, b) = (Metrics::new(), Metrics::new());
+        a.connections_accepted.inc();
+        b.connections_accepted.inc_by(2);
+        b.err_packet_sent("no_primary");
+        let text = encode_labelled(&[("rw", &a), ("ro", &b)]);
+        assert_eq!(
+            text.matches("# TYPE consul_mysql_proxy_connections_accepted counter")
+                .count(),
+            1,
+            "{text}"
+        );
+        assert!(
+            text.contains("consul_mysql_proxy_connections_accepted_total{route=\"rw\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("consul_mysql_proxy_connections_accepted_total{route=\"ro\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "consul_mysql_proxy_err_packets_total{route=\"ro\",reason=\"no_primary\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n") && text.matches("# EOF").count() == 1);
+        // Every family's samples follow its own header.
+        let accepted = text
+            .find("# TYPE consul_mysql_proxy_connections_accepted ")
+            .unwrap();
+        let next_type = text[accepted + 1..].find("# TYPE").unwrap() + accepted + 1;
+        assert!(
+            text[accepted..next_type].contains("route=\"ro\"} 2"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn names_follow_prometheus_conventions() {

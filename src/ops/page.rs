@@ -61,6 +61,7 @@ impl Display for Named<'_> {
 impl Display for Page<'_> {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         self.head(f)?;
+        self.routes(f)?;
         self.primary(f)?;
         self.discovery(f)?;
         self.instances(f)?;
@@ -267,6 +268,48 @@ impl Page<'_> {
             Named(&i.address, &i.name),
             i.state.as_str(),
             Esc(&i.why),
+        )
+    }
+
+    /// With named routes: one line per route (the cards below are the first route's).
+    fn routes(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let routes = &self.r.routes;
+        if routes.is_empty() {
+            return Ok(());
+        }
+        f.write_str(
+            "<section id=\"routes\" class=\"card\"><h2>Routes</h2><table><thead><tr>\
+             <th>route</th><th>listen</th><th>service</th><th>primary</th><th>active</th>\
+             <th>held</th><th>state</th></tr></thead><tbody>",
+        )?;
+        for route in routes {
+            let r = &route.report;
+            let primary = r.primary.as_ref().map_or_else(
+                || "none".to_owned(),
+                |p| Named(&p.address, &p.name).to_string(),
+            );
+            let (class, verdict) = if r.ready {
+                ("ok", "ready")
+            } else {
+                ("bad", "not ready")
+            };
+            write!(
+                f,
+                "<tr><td><b>{}</b></td><td><span class=\"addr\">{}</span></td><td>{}</td>\
+                 <td>{primary}</td><td>{}</td><td>{}</td>\
+                 <td><span class=\"badge {class}\" title=\"{}\">{verdict}</span></td></tr>",
+                Esc(&route.name),
+                Esc(&route.listen),
+                Esc(r.service().unwrap_or("?")),
+                r.connections.active,
+                r.connections.held,
+                Esc(&r.readiness),
+            )?;
+        }
+        write!(
+            f,
+            "</tbody></table><p class=\"muted\">The cards below are route <b>{}</b>'s.</p></section>",
+            Esc(routes.first().map_or("", |r| r.name.as_str()))
         )
     }
 

@@ -45,6 +45,19 @@ pub struct Report {
     pub fast_path: Option<BTreeMap<String, Value>>,
     /// The configuration summary, shown as it is.
     pub config: Value,
+    /// With named routes: every route's own report (the top level is the first route's).
+    pub routes: Vec<RouteReport>,
+}
+
+/// One route of a multi-route proxy, as `/status` lists it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct RouteReport {
+    pub name: String,
+    /// The bound address clients connect to.
+    pub listen: String,
+    #[serde(flatten)]
+    pub report: Box<Report>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -66,7 +66,11 @@ impl ServiceDef {
     /// Instance `id` of service `mysql`, tag `primary`, at `addr`, with a TTL check the test
     /// drives the way a failover tool updates Consul.
     pub fn ttl_primary(id: &str, addr: SocketAddr) -> Self {
-        ServiceDef::new("mysql")
+        ServiceDef::ttl_instance("mysql", id, addr)
+    }
+    /// [`ServiceDef::ttl_primary`] of another service than `mysql`.
+    pub fn ttl_instance(service: &str, id: &str, addr: SocketAddr) -> Self {
+        ServiceDef::new(service)
             .id(id)
             .tags(&["primary"])
             .address(&addr.ip().to_string())

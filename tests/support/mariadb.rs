@@ -1094,15 +1094,25 @@ fn tail(path: &Path, n: usize) -> String {
 /// Connects through `proxy` until `SELECT @@port` answers `port` (bounded); returns how long it
 /// took. A connection that fails or lands elsewhere is retried after a short pause.
 pub async fn wait_routed_to(proxy: &super::proxy::Proxy, port: u16) -> std::time::Duration {
+    wait_reaches(proxy.addr(), port, proxy).await
+}
+
+/// Connects through `via` (one of `proxy`'s routes) until the server on `port` answers; returns
+/// how long that took.
+pub async fn wait_reaches(
+    via: SocketAddr,
+    port: u16,
+    proxy: &super::proxy::Proxy,
+) -> std::time::Duration {
     let limit = std::time::Duration::from_secs(30);
     let start = std::time::Instant::now();
     loop {
-        if try_port_via(proxy.addr()).await.ok() == Some(port) {
+        if try_port_via(via).await.ok() == Some(port) {
             return start.elapsed();
         }
         assert!(
             start.elapsed() < limit,
-            "proxy never routed to port {port}; log:\n{}",
+            "{via} never reached port {port}; log:\n{}",
             proxy.log.text()
         );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;

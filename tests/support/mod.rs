@@ -21,5 +21,7 @@ pub mod proxy;
 pub mod refusal;
 /// A primary with several GTID replicas, each registered in Consul by role.
 pub mod replica_set;
+/// The demos' timeline printer.
+pub mod timeline;
 /// A write workload through the proxy, what it saw, and outage gaps.
 pub mod workload;

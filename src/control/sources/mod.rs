@@ -6,7 +6,8 @@
 //! - [`consul`]: health, catalog or KV blocking queries;
 //! - [`dns`]: A/AAAA or SRV lookups, uncached;
 //! - [`backoff`]: the retry delays they share; [`pacing`]: the token bucket that bounds a
-//!   blocking-query loop's request rate.
+//!   blocking-query loop's request rate;
+//! - [`shared`]: one source per distinct question, shared by the routes that ask it.
 //!
 //! A source that cannot reach its authority sends [`Observation::Unavailable`]: the last primary
 //! is kept (Consul down is not the database down).
@@ -15,10 +16,12 @@ pub(crate) mod backoff;
 pub mod consul;
 pub mod dns;
 pub(crate) mod pacing;
+pub mod shared;
 pub(crate) mod static_source;
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
@@ -92,24 +95,29 @@ pub fn start(
         Discovery::Static { backend } => RunningSource {
             describe: format!("static backend {backend}"),
             stale_after: None,
-            task: tokio::spawn(static_source::run(*backend, tx, stop)),
+            task: tokio::spawn(static_source::run(*backend, tx, stop).in_current_span()),
         },
         Discovery::Consul(consul_config) => RunningSource {
             describe: consul::describe(consul_config, &config.service),
             stale_after: consul_config.stale_after,
-            task: tokio::spawn(consul::run(
-                (**consul_config).clone(),
-                config.service.clone(),
-                tx,
-                refresh,
-                metrics,
-                stop,
-            )),
+            task: tokio::spawn(
+                consul::run(
+                    (**consul_config).clone(),
+                    config.service.clone(),
+                    tx,
+                    refresh,
+                    metrics,
+                    stop,
+                )
+                .in_current_span(),
+            ),
         },
         Discovery::Dns(dns_config) => RunningSource {
             describe: dns::describe(dns_config),
             stale_after: None,
-            task: tokio::spawn(dns::run(dns_config.clone(), tx, refresh, metrics, stop)),
+            task: tokio::spawn(
+                dns::run(dns_config.clone(), tx, refresh, metrics, stop).in_current_span(),
+            ),
         },
     }
 }

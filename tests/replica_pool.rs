@@ -2,7 +2,8 @@
 //! Consul (the double, or a real agent with `CONSUL_BIN`) with tags `primary` / `replica`:
 //! 8 clients spread by `balance`, a stopped replica leaving the pool within one Consul change,
 //! a lagging replica (service check in `warning`) used only when the other is gone, and no
-//! healthy replica: the client is held, then refused with an ERR packet saying why.
+//! healthy replica: the client is held, then refused with an ERR packet saying why; a DNS replica
+//! route (every SRV record is a member); settings that do not apply to replicas exit 64.
 //! `SELECT @@server_id` tells which server a connection reached.
 
 mod support;
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 use support::consul::TestConsul;
-use support::proxy::{Proxy, ProxyArgs};
+use support::proxy::{Proxy, ProxyArgs, run_to_exit};
 use support::refusal::refused_within;
 use support::replica_set::{ReplicaSet, server_id_via};
 
@@ -35,18 +36,32 @@ fn replica_route(consul: &TestConsul, extra: &[&str]) -> Proxy {
         .start()
 }
 
-/// Opens `n` clients through `proxy`, each kept open; returns them with the replica index each
-/// reached.
+/// A client that reached a server through the proxy, with the replica index it reached.
+fn on_replica(set: &ReplicaSet, reached: anyhow::Result<(Conn, u32)>) -> (Conn, usize) {
+    let (conn, id) = reached.unwrap_or_else(|e| panic!("client through the proxy: {e:#}"));
+    let replica = set
+        .replica_with(id)
+        .unwrap_or_else(|| panic!("server_id {id} is not a replica (the primary?)"));
+    (conn, replica)
+}
+
+/// Opens `n` clients through `proxy` one after the other, each kept open.
 async fn open_clients(proxy: &Proxy, set: &ReplicaSet, n: usize) -> Vec<(Conn, usize)> {
     let mut clients = Vec::with_capacity(n);
     for _ in 0..n {
-        let (conn, id) = server_id_via(proxy.addr())
-            .await
-            .unwrap_or_else(|e| panic!("client through the proxy: {e:#}"));
-        let replica = set
-            .replica_with(id)
-            .unwrap_or_else(|| panic!("server_id {id} is not a replica (the primary?)"));
-        clients.push((conn, replica));
+        clients.push(on_replica(set, server_id_via(proxy.addr()).await));
+    }
+    clients
+}
+
+/// Opens `n` clients through `proxy` at the same time (each its own task).
+async fn open_clients_at_once(proxy: &Proxy, set: &ReplicaSet, n: usize) -> Vec<(Conn, usize)> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| tokio::spawn(server_id_via(proxy.addr())))
+        .collect();
+    let mut clients = Vec::with_capacity(n);
+    for task in tasks {
+        clients.push(on_replica(set, task.await.expect("client task")));
     }
     clients
 }
@@ -93,7 +108,7 @@ fn status_connections(pool: &serde_json::Value, set: &ReplicaSet) -> Vec<u64> {
         .collect()
 }
 
-/// 8 clients open at once, then 4 of those on replica 0 close and 4 new clients come: what each
+/// 8 clients opened at once, then 4 of those on replica 0 close and 4 new clients come: what each
 /// replica holds after each step.
 async fn balance_run(balance: &str) -> (Vec<usize>, Vec<usize>) {
     let consul = TestConsul::start().await;
@@ -102,7 +117,7 @@ async fn balance_run(balance: &str) -> (Vec<usize>, Vec<usize>) {
     let proxy = replica_route(&consul, &["--balance", balance]);
     wait_pool(&proxy, 2).await;
 
-    let clients = open_clients(&proxy, &set, CLIENTS).await;
+    let clients = open_clients_at_once(&proxy, &set, CLIENTS).await;
     let first = per_replica(&clients, 2);
     let pool = wait_pool(&proxy, 2).await;
     let reported: Vec<usize> = status_connections(&pool, &set)
@@ -110,7 +125,17 @@ async fn balance_run(balance: &str) -> (Vec<usize>, Vec<usize>) {
         .map(|n| n as usize)
         .collect();
     assert_eq!(reported, first, "/status counts each member's connections");
-    println!("balance = {balance}: {CLIENTS} clients → per replica {first:?}");
+    let (_, body) = proxy.admin_get("/status").await;
+    let status: serde_json::Value = serde_json::from_str(&body).expect("/status is JSON");
+    for (r, db) in set.replicas.iter().enumerate() {
+        let gauge = &status["connections"]["per_backend"][db.addr().to_string()];
+        assert_eq!(
+            gauge.as_u64(),
+            Some(first[r] as u64),
+            "per-backend gauge: {status}"
+        );
+    }
+    println!("balance = {balance}: {CLIENTS} clients opened at once → per replica {first:?}");
 
     let (on_0, mut kept): (Vec<_>, Vec<_>) = clients.into_iter().partition(|(_, r)| *r == 0);
     for (conn, _) in on_0 {
@@ -124,7 +149,9 @@ async fn balance_run(balance: &str) -> (Vec<usize>, Vec<usize>) {
     }
     kept.extend(open_clients(&proxy, &set, 4).await);
     let second = per_replica(&kept, 2);
-    println!("balance = {balance}: after 4 closes on replica 1 and 4 new clients → {second:?}");
+    println!(
+        "balance = {balance}: after the 4 clients of replica 1 closed and 4 new ones came → {second:?}"
+    );
     (first, second)
 }
 
@@ -291,4 +318,140 @@ async fn no_healthy_replica_holds_the_client_then_refuses_it_with_why() {
             .await,
         Some(1.0)
     );
+}
+
+#[tokio::test]
+async fn a_dns_replica_route_spreads_over_every_record() {
+    let consul = TestConsul::start().await;
+    let set = ReplicaSet::start(2).await;
+    set.register(&consul).await;
+    let proxy = ProxyArgs::dns(consul.dns_addr(), "replica.mysql.service.consul")
+        .with(&["--role", "replica", "--dns-interval", "200ms"])
+        .start();
+    wait_pool(&proxy, 2).await;
+    let clients = open_clients_at_once(&proxy, &set, CLIENTS).await;
+    assert_eq!(per_replica(&clients, 2), vec![4, 4]);
+    consul.check_fail(&ReplicaSet::check_id(0)).await;
+    let pool = wait_pool(&proxy, 1).await;
+    assert_eq!(status_connections(&pool, &set), vec![0, 4], "{pool}");
+}
+
+#[test]
+fn replica_settings_that_do_not_apply_exit_64_naming_the_field() {
+    for (args, field) in [
+        (
+            &[
+                "--role",
+                "replica",
+                "--verify-writable",
+                "--monitor-user",
+                "m",
+            ][..],
+            "`verify_writable`",
+        ),
+        (
+            &["--role", "replica", "--fallback", "main-rw"][..],
+            "`fallback`",
+        ),
+        (
+            &["--role", "replica", "--balance", "random"][..],
+            "--balance",
+        ),
+    ] {
+        let args: Vec<&str> = ["--backend", "127.0.0.1:1"]
+            .iter()
+            .chain(args)
+            .copied()
+            .collect();
+        let (status, err) = run_to_exit(&args, &[]);
+        assert_eq!(status.code(), Some(64), "{args:?}: {err}");
+        assert!(err.contains(field), "{args:?}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn eight_clients_reconnecting_split_their_connections_evenly() {
+    const ROUNDS: usize = 25;
+    let consul = TestConsul::start().await;
+    let set = ReplicaSet::start(2).await;
+    set.register(&consul).await;
+    for balance in ["least-connections", "round-robin"] {
+        let proxy = replica_route(&consul, &["--balance", balance]);
+        wait_pool(&proxy, 2).await;
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                let addr = proxy.addr();
+                tokio::spawn(async move {
+                    let mut ids = Vec::with_capacity(ROUNDS);
+                    for _ in 0..ROUNDS {
+                        let (conn, id) = server_id_via(addr).await?;
+                        conn.disconnect().await?;
+                        ids.push(id);
+                    }
+                    anyhow::Ok(ids)
+                })
+            })
+            .collect();
+        let mut per = [0usize; 2];
+        for task in tasks {
+            for id in task.await.expect("client task").expect("a client's round") {
+                per[set.replica_with(id).expect("a replica answered")] += 1;
+            }
+        }
+        println!(
+            "balance = {balance}: {CLIENTS} clients x {ROUNDS} connections in {:?} → per replica {per:?}",
+            started.elapsed()
+        );
+        let total = CLIENTS * ROUNDS;
+        assert_eq!(per[0] + per[1], total);
+        if balance == "round-robin" {
+            assert_eq!(per, [total / 2, total / 2], "strict alternation");
+        } else {
+            assert!(per.iter().all(|&n| n >= total * 2 / 5), "{per:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_leaving_replicas_clients_follow_on_failover_drain() {
+    let consul = TestConsul::start().await;
+    let set = ReplicaSet::start(2).await;
+    set.register(&consul).await;
+    let proxy = replica_route(&consul, &["--on-failover", "drain", "--drain-grace", "2s"]);
+    wait_pool(&proxy, 2).await;
+    let clients = open_clients(&proxy, &set, 4).await;
+    let from = proxy.log.len();
+    consul.check_fail(&ReplicaSet::check_id(0)).await;
+    let left = proxy
+        .wait_for_log_from(from, "replica left the pool", LIMIT)
+        .await;
+    let at = Instant::now();
+    assert!(left.contains("policy=Drain"), "{left}");
+    let (mut draining, mut staying): (Vec<_>, Vec<_>) =
+        clients.into_iter().partition(|(_, r)| *r == 0);
+    assert_eq!(draining.len(), 2);
+    // Within drain_grace they still work; after it the proxy closes them.
+    for (conn, _) in &mut draining {
+        conn.query_drop("SELECT 1")
+            .await
+            .expect("still open while draining");
+    }
+    for (conn, _) in &mut draining {
+        while conn.query_drop("SELECT 1").await.is_ok() {
+            assert!(at.elapsed() < LIMIT, "never closed after drain_grace");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let closed_after = at.elapsed();
+    println!("drained clients closed {closed_after:?} after the replica left");
+    assert!(
+        closed_after >= Duration::from_millis(1500),
+        "{closed_after:?}"
+    );
+    for (conn, _) in &mut staying {
+        conn.query_drop("SELECT 1")
+            .await
+            .expect("the other replica's clients stay");
+    }
 }

@@ -7,7 +7,8 @@
 //!                                                         └ joined / left / lagging: one log line each
 //! ```
 //! - consul-health: every passing instance; one whose service check is in `warning` (what
-//!   `check --role replica` reports for lag above `--max-lag`) is a *lagging* member; critical or
+//!   `check --role replica` reports for lag above `--max-lag`: a script check's exit code 1,
+//!   Consul's `agent/checks/check.go` `CheckMonitor.check`) is a *lagging* member; critical or
 //!   maintenance instances are not members. A replica leaves the pool on the first answer that
 //!   no longer has it — no `withdrawn_grace`: other replicas can take its clients;
 //! - catalog, KV, DNS, static: every instance named is a member;

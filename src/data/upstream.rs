@@ -133,3 +133,110 @@ impl Upstream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+
+    use tokio::sync::{Notify, watch};
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::config::Settings;
+    use crate::control::pool::{PoolPublisher, Wanted};
+    use crate::control::primary::{Backend, PrimaryPublisher};
+    use crate::ops::metrics::Metrics;
+
+    fn backend(port: u16) -> Backend {
+        Backend::new(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            format!("db{port}"),
+        )
+    }
+
+    fn port(target: &Target) -> Option<u16> {
+        target.bound.backend.as_ref().map(|b| b.addr.port())
+    }
+
+    /// A replica route's context, its pool publisher and (when `fallback`) the other route's
+    /// primary publisher.
+    fn replica_route(fallback: bool) -> (Config, ConnContext, PoolPublisher, PrimaryPublisher) {
+        let config = Config::resolve(Settings {
+            backend: Some(SocketAddr::from(([127, 0, 0, 1], 1))),
+            role: Some(Role::Replica),
+            ..Settings::default()
+        })
+        .unwrap();
+        let root = CancellationToken::new();
+        let (_own, primary) = PrimaryPublisher::new(root.clone(), "replica route");
+        let (pool_publisher, pool) = PoolPublisher::new(root.clone(), "no replica yet");
+        let (other, other_primary) = PrimaryPublisher::new(root.clone(), "starting");
+        let ctx = ConnContext {
+            config: watch::channel(Arc::new(config.clone())).1,
+            primary,
+            pool,
+            fallback: fallback.then_some(other_primary),
+            metrics: Arc::new(Metrics::new()),
+            refresh: Arc::new(Notify::new()),
+            hard_stop: root,
+        };
+        (config, ctx, pool_publisher, other)
+    }
+
+    #[tokio::test]
+    async fn an_empty_pool_holds_or_falls_back_to_the_other_routes_primary() {
+        let (config, ctx, pool, _) = replica_route(false);
+        let mut upstream = Upstream::new(&config, &ctx);
+        let held = upstream.current();
+        assert_eq!(port(&held), None);
+        assert_eq!(&*held.bound.reason, "no replica yet");
+        assert_eq!(
+            upstream.pool_state(),
+            Some((false, "no replica yet".into()))
+        );
+
+        let (config, ctx, pool_b, other) = replica_route(true);
+        let mut upstream = Upstream::new(&config, &ctx);
+        other.publish(Some(backend(7)), "primary of main-rw");
+        let target = upstream.current();
+        assert_eq!(port(&target), Some(7));
+        assert!(target.guard.is_none(), "the primary's own stats count it");
+        // A replica joining wakes a waiting client and takes it from the fallback.
+        let wake = tokio::time::timeout(std::time::Duration::from_secs(5), upstream.changed());
+        pool_b.publish(
+            &[Wanted {
+                backend: backend(8),
+                lagging: false,
+            }],
+            "one",
+        );
+        assert!(wake.await.is_ok());
+        let target = upstream.current();
+        assert_eq!(port(&target), Some(8));
+        assert!(target.guard.is_some());
+        drop(pool);
+    }
+
+    #[tokio::test]
+    async fn a_member_that_failed_for_this_client_is_tried_last() {
+        let (config, ctx, pool, _) = replica_route(false);
+        pool.publish(
+            &[8, 9].map(|p| Wanted {
+                backend: backend(p),
+                lagging: false,
+            }),
+            "two",
+        );
+        let mut upstream = Upstream::new(&config, &ctx);
+        upstream.failed(backend(8).addr);
+        for _ in 0..3 {
+            assert_eq!(port(&upstream.current()), Some(9));
+        }
+        upstream.failed(backend(9).addr);
+        assert!(
+            port(&upstream.current()).is_some(),
+            "both failed: try again"
+        );
+    }
+}

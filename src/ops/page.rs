@@ -242,7 +242,12 @@ impl Page<'_> {
 
     fn instance_row(&self, f: &mut Formatter<'_>, i: &Instance) -> fmt::Result {
         let published = self.r.is_primary(&i.address);
+        let member = self.r.pool_member(&i.address);
         let role = match (published, i.chosen, i.state) {
+            _ if member.is_some_and(|m| m.lagging) => {
+                "<span class=\"badge warn\">replica (lagging)</span>"
+            }
+            _ if member.is_some() => "<span class=\"badge ok\">replica</span>",
             (true, _, InstanceState::Candidate) => "<span class=\"badge ok\">primary</span>",
             // A withdrawn primary still routed to: excluded by Consul, published by the proxy.
             (true, _, _) => "<span class=\"badge warn\">primary (withdrawn)</span>",
@@ -324,6 +329,8 @@ impl Page<'_> {
             for (backend, open) in &c.per_backend {
                 let mark = if self.r.is_primary(backend) {
                     " <span class=\"badge ok\">primary</span>"
+                } else if self.r.pool_member(backend).is_some() {
+                    " <span class=\"badge ok\">replica</span>"
                 } else {
                     " <span class=\"badge warn\">not the primary</span>"
                 };
@@ -577,5 +584,23 @@ mod tests {
         assert!(html.contains("id=\"split-brain\""));
         assert!(html.contains("<dt>mode</dt><dd>&lt;script&gt;"));
         assert!(!html.contains("not configured"));
+    }
+
+    #[test]
+    fn pool_members_are_marked_as_replicas() {
+        let mut r = report();
+        r.primary = None;
+        r.discovery.pool = Some(crate::ops::report::PoolReport {
+            members: vec![crate::ops::report::PoolMemberReport {
+                address: "127.0.0.1:3307".into(),
+                lagging: true,
+                connections: 2,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        let html = render(&r, now());
+        assert!(html.contains("replica (lagging)"), "{html}");
+        assert!(!html.contains("not the primary"), "{html}");
     }
 }

@@ -81,6 +81,25 @@ pub struct DiscoveryReport {
     pub consul_index: Option<u64>,
     pub withdrawn_primary: Option<WithdrawnReport>,
     pub instances: Option<Instances>,
+    /// A replica route's pool (`None`: a primary route).
+    pub pool: Option<PoolReport>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct PoolReport {
+    pub epoch: u64,
+    pub reason: String,
+    pub members: Vec<PoolMemberReport>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct PoolMemberReport {
+    pub address: String,
+    pub name: String,
+    pub lagging: bool,
+    pub connections: u64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -112,6 +131,12 @@ impl Report {
     /// Whether `address` is the published primary.
     pub fn is_primary(&self, address: &str) -> bool {
         self.primary.as_ref().is_some_and(|p| p.address == address)
+    }
+
+    /// The pool member at `address`, if this is a replica route and it is one.
+    pub fn pool_member(&self, address: &str) -> Option<&PoolMemberReport> {
+        let pool = self.discovery.pool.as_ref()?;
+        pool.members.iter().find(|m| m.address == address)
     }
 
     /// The configured service name, if the summary has one.

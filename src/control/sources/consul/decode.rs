@@ -274,8 +274,10 @@ fn judge(checks: &[HealthCheck], service_id: &str, rules: &HealthRules) -> Healt
     // The service's own check in warning: not passing, as Consul's `?passing` reads it (a script
     // check exits 1 for warning, which many "am I the primary?" scripts use for "no").
     if let Some(c) = warnings().find(|c| !c.service_id.is_empty()) {
-        // For a replica pool the same status means "lagging" (`check --role replica` exits 1 for
-        // lag above --max-lag): the control loop decides by the route's role.
+        // For a replica pool the same status means "lagging": `check --role replica` exits 1 for
+        // lag above --max-lag, which Consul's script check records as `warning`
+        // (`agent/checks/check.go`, `CheckMonitor.check`: exit code 1 → `api.HealthWarning`).
+        // The control loop decides by the route's role.
         return Health::Lagging(describe(c));
     }
     // A node check in warning (disk 90 %, load): `warning_is` decides.

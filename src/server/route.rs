@@ -27,7 +27,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, Span, info, warn};
 
 use super::{ServerError, Shutdown};
-use crate::config::{Config, Route};
+use crate::config::{Config, Role, Route};
 use crate::control::control_loop::{self, Wiring};
 use crate::control::pool::PoolPublisher;
 use crate::control::primary::{PrimaryPublisher, PrimaryWatch};
@@ -113,9 +113,14 @@ impl BoundRoute {
             PrimaryPublisher::new(tokens.hard_stop.clone(), "discovery starting");
         // The kernel fast path follows this route's primary until the route stops accepting
         // (shutdown, or a reload that removes or moves it): then connects reach the proxy again.
+        // A replica route publishes no single target: its connects are relayed.
+        let steered = (config.role == Role::Primary).then_some(&config.fast_path);
         span.in_scope(|| {
+            let Some(fast_path) = steered else {
+                return Ok(());
+            };
             fastpath::steer::start(
-                &config.fast_path,
+                fast_path,
                 local_addr,
                 primary.clone(),
                 config.failover,

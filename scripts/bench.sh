@@ -446,7 +446,7 @@ run_connect() {
   started=$(date -u +%H:%M:%S)
   c0=0
   [ -n "$pid" ] && c0=$(cpu_ticks "$pid")
-  timeout $((secs + 60)) sysbench "$HELPERS/connect.lua" "${SB_CONNECT[@]}" --mysql-port="${TPORT[$t]}" \
+  in_target_cgroup "$t" timeout $((secs + 60)) sysbench "$HELPERS/connect.lua" "${SB_CONNECT[@]}" --mysql-port="${TPORT[$t]}" \
     --threads="$th" --time="$secs" --report-interval=0 --percentile=95 run >"$out" 2>&1 ||
     log "connect workload, $th threads via $t failed (exit $?): $(tail -3 "$out" | tr '\n' ' ')"
   c1=0
@@ -478,7 +478,7 @@ phase_connect() {
     >"$BENCH_OUT/connect.csv"
   log "warm-up: 3 s of the connect workload at 8 threads through every target"
   for t in $BENCH_TARGETS; do
-    timeout 60 sysbench "$HELPERS/connect.lua" "${SB_CONNECT[@]}" --mysql-port="${TPORT[$t]}" --threads=8 \
+    in_target_cgroup "$t" timeout 60 sysbench "$HELPERS/connect.lua" "${SB_CONNECT[@]}" --mysql-port="${TPORT[$t]}" --threads=8 \
       --time=3 run >/dev/null 2>&1 || log "warm-up via $t failed"
   done
   local targets=($BENCH_TARGETS)

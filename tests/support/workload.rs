@@ -119,6 +119,22 @@ impl Report {
             .collect()
     }
 
+    /// Acknowledged inserts that `rows` (a server's table) does not have.
+    pub fn missing_from(&self, rows: &std::collections::HashSet<(u32, u64)>) -> usize {
+        self.acked
+            .iter()
+            .filter(|(w, s, _)| !rows.contains(&(*w, *s)))
+            .count()
+    }
+
+    /// Whether every insert acknowledged after `t` is in `rows`.
+    pub fn all_after_in(&self, t: Instant, rows: &std::collections::HashSet<(u32, u64)>) -> bool {
+        self.acked
+            .iter()
+            .filter(|a| a.2 > t)
+            .all(|(w, s, _)| rows.contains(&(*w, *s)))
+    }
+
     pub fn acked_after(&self, t: Instant) -> usize {
         self.acked.iter().filter(|a| a.2 > t).count()
     }

@@ -1,0 +1,173 @@
+//! Failover through the kernel fast path, against the relay in the same run: 8 writers (this
+//! test process, moved into a cgroup of its own, so every connect it makes to the proxy's
+//! address is rewritten to the primary) through a planned switchover and a kill -9 +
+//! promotion, once with `--fast-path connect` and once relayed. Asserts that every acknowledged
+//! write of a switchover is on the new primary, that writes resume on it, and that the write
+//! outage through the fast path is no worse than the relay's (within a margin for scheduling
+//! noise); prints both (root only: BPF programs, cgroup writes, SOCK_DESTROY).
+//!
+//! Its own test binary: moving the process into a cgroup concerns every test in the binary.
+
+mod support;
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use consul_mysql_proxy::data::fastpath::cgroup2_root;
+use support::consul::TestConsul;
+use support::fastpath::{TestCgroup, is_root};
+use support::mariadb::StopHow;
+use support::proxy::{Proxy, ProxyArgs};
+use support::workload::{ErrorKind, Report, Writers, pair_in_consul, rows_on};
+
+const LOAD: Duration = Duration::from_millis(1500);
+/// Scheduling noise allowed between the two outages on a shared 2-core machine.
+const MARGIN: Duration = Duration::from_millis(1000);
+
+/// This process's own cgroup (created once; never removed while the process lives: the next
+/// run's sweep removes it once this pid is gone).
+fn own_cgroup() -> &'static PathBuf {
+    static CGROUP: OnceLock<PathBuf> = OnceLock::new();
+    CGROUP.get_or_init(|| {
+        let cg = TestCgroup::create(&cgroup2_root().expect("cgroup v2 mount"));
+        let path = cg.path.clone();
+        // Dropping it would kill what is inside: this process.
+        std::mem::forget(cg);
+        std::fs::write(path.join("cgroup.procs"), std::process::id().to_string())
+            .unwrap_or_else(|e| panic!("join {}: {e}", path.display()));
+        path
+    })
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Event {
+    Switchover,
+    Kill9,
+}
+
+struct Outcome {
+    outage: Duration,
+    report: Report,
+    lost: usize,
+    redirected: f64,
+}
+
+/// One run: a fresh pair in Consul, the proxy (fast path or relay), 8 writers, `event`.
+async fn run(event: Event, fast: bool) -> Outcome {
+    let (mut pair, consul) = pair_in_consul().await;
+    let proxy = start_proxy(&consul, fast);
+    let b = pair.replica.addr();
+    let writers = Writers::start(proxy.addr(), 8);
+    tokio::time::sleep(LOAD).await;
+    let begin = Instant::now();
+    match event {
+        Event::Switchover => pair.switchover().await,
+        Event::Kill9 => pair.promote(StopHow::Kill9).await,
+    }
+    consul.points_to_b().await;
+    let promoted = Instant::now();
+    tokio::time::sleep(LOAD).await;
+    let report = writers.stop().await;
+    let on_b = rows_on(b).await;
+    assert!(
+        report.acked_after(promoted) > 0,
+        "{event:?} fast={fast}: writes resumed on B: {}",
+        report.summary()
+    );
+    assert!(
+        report.all_after_in(promoted, &on_b),
+        "{event:?} fast={fast}: writes after the promotion are on B"
+    );
+    let lost = report.missing_from(&on_b);
+    let redirected = proxy
+        .metric("consul_mysql_proxy_fast_path_redirected_total")
+        .await
+        .unwrap_or(0.0);
+    drop(pair);
+    Outcome {
+        outage: report.longest_gap_after(begin),
+        report,
+        lost,
+        redirected,
+    }
+}
+
+fn start_proxy(consul: &TestConsul, fast: bool) -> Proxy {
+    let mut args = ProxyArgs::consul(consul.http_url()).with(&[
+        "--hold-timeout",
+        "20s",
+        "--backend-greeting-timeout",
+        "500ms",
+    ]);
+    if fast {
+        let dir = own_cgroup().display().to_string();
+        args = args.with(&["--fast-path", "connect", "--fast-path-cgroup", &dir]);
+    }
+    args.start()
+}
+
+async fn compare(event: Event) {
+    if !is_root() {
+        eprintln!("skipping {event:?}: needs root");
+        return;
+    }
+    own_cgroup();
+    let relay = run(event, false).await;
+    let fast = run(event, true).await;
+    assert!(
+        fast.redirected >= 8.0,
+        "the writers' connects went through the fast path ({} redirected)",
+        fast.redirected
+    );
+    assert_eq!(relay.redirected, 0.0);
+    if event == Event::Switchover {
+        for (name, o) in [("relay", &relay), ("fast path", &fast)] {
+            assert_eq!(
+                o.lost, 0,
+                "{name}: acknowledged writes lost in a planned switchover"
+            );
+        }
+    }
+    for (name, o) in [("relay", &relay), ("fast path", &fast)] {
+        let other = o.report.other_errors();
+        assert!(
+            other.is_empty(),
+            "{name}: unexpected client errors: {other:?}"
+        );
+    }
+    assert!(
+        fast.outage <= relay.outage + MARGIN,
+        "{event:?}: fast-path outage {:?} worse than the relay's {:?}",
+        fast.outage,
+        relay.outage
+    );
+    let errors = |o: &Outcome| {
+        format!(
+            "{} connection lost, {} read-only, {} proxy refused",
+            o.report.count(ErrorKind::ConnectionLost),
+            o.report.count(ErrorKind::ReadOnly),
+            o.report.count(ErrorKind::ProxyRefused)
+        )
+    };
+    eprintln!(
+        "{event:?}: write outage relay {:?} / fast path {:?}; errors relay [{}] / fast path [{}]; acknowledged but lost: relay {} / fast path {}; fast path redirected {} connects",
+        relay.outage,
+        fast.outage,
+        errors(&relay),
+        errors(&fast),
+        relay.lost,
+        fast.lost,
+        fast.redirected
+    );
+}
+
+#[tokio::test]
+async fn planned_switchover_through_the_fast_path_is_no_worse_than_the_relay() {
+    compare(Event::Switchover).await;
+}
+
+#[tokio::test]
+async fn kill9_and_promotion_through_the_fast_path_is_no_worse_than_the_relay() {
+    compare(Event::Kill9).await;
+}

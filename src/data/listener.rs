@@ -49,6 +49,9 @@ pub async fn accept_loop(
     stop: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(10);
+    // Connections log inside the accept loop's span (the route's name); looked up once, not
+    // per connection.
+    let span = tracing::Span::current();
     let inherits_nodelay = nodelay_on_listener(&listener);
     let single_threaded = tokio::runtime::Handle::current().runtime_flavor()
         == tokio::runtime::RuntimeFlavor::CurrentThread;
@@ -78,13 +81,12 @@ pub async fn accept_loop(
                     tracing::debug!(side = "client", %client_addr, error = %e, "cannot set TCP_NODELAY");
                 }
                 let ctx = ctx.clone();
-                // The connection logs inside the accept loop's span (the route's name).
                 tracker.spawn(
                     async move {
                         connection::serve(socket, client_addr, ctx).await;
                         drop(permit);
                     }
-                    .instrument(tracing::Span::current()),
+                    .instrument(span.clone()),
                 );
             }
             Err(e) => {

@@ -363,16 +363,18 @@ impl FastPath {
         // Destinations that went away (an interface address removed since the last set).
         let stale: Vec<_> = route.keys.difference(&fresh).copied().collect();
         for key in stale {
-            self.maps
-                .routes
-                .delete(&key)
-                .map_err(FastPathError::kernel(
-                    "removing a route (BPF_MAP_DELETE_ELEM)",
-                ))?;
+            self.delete_route_key(&key)?;
             route.keys.remove(&key);
         }
         tracing::debug!(%listen, ?target, generation, "fast path route set");
         Ok(())
+    }
+
+    /// Removes one destination of a route from the kernel map (`false`: it was not there).
+    fn delete_route_key(&self, key: &[u8; KEY_LEN]) -> Result<bool, FastPathError> {
+        self.maps.routes.delete(key).map_err(FastPathError::kernel(
+            "removing a route (BPF_MAP_DELETE_ELEM)",
+        ))
     }
 
     /// Stops matching `listen` at all (connects are neither rewritten nor counted); `false`
@@ -383,12 +385,7 @@ impl FastPath {
             return Ok(false);
         };
         while let Some(key) = route.keys.first().copied() {
-            self.maps
-                .routes
-                .delete(&key)
-                .map_err(FastPathError::kernel(
-                    "removing a route (BPF_MAP_DELETE_ELEM)",
-                ))?;
+            self.delete_route_key(&key)?;
             route.keys.remove(&key);
         }
         table.routes.remove(&listen);

@@ -12,8 +12,9 @@
 #             rounds over every target; each proxy's CPU seconds per 10k connections
 #   idle      RSS growth per idle proxied MySQL session (BENCH_IDLE_CONNS authenticated sessions)
 #   bulk      one 50 MB blob INSERT and SELECT through each target, MB/s
-#   failover  writers through the proxy (Consul KV leader key) and through HAProxy (mysql-check,
-#             primary + backup) while the primary is killed and the replica promoted
+#   failover  writers through the proxy (Consul KV leader key), through the proxy with the fast
+#             path (when fastpath is a target) and through HAProxy (mysql-check, primary +
+#             backup) while the primary is killed and the replica promoted
 #   profile   perf record (cpu-clock) of HAProxy and ours during oltp_point_select at 8 threads;
 #             the hottest symbols go to profile-<target>.txt (skipped when perf is missing)
 #   report    regenerate results.md and chart.svg from the CSVs in BENCH_OUT
@@ -22,10 +23,10 @@
 # Targets: direct (MariaDB itself), haproxy (mode tcp, nbthread 1), pump (ours, --relay pump,
 # 1 worker: the default), copy (ours, --relay copy), pump-w2 (ours, --relay pump --workers 2),
 # pump-idle (ours, --relay pump --on-failover idle: with the idle detector's observer; not in
-# the default set), fastpath (ours, --fast-path connect: sysbench runs inside a cgroup the
-# script creates and connects to the proxy's address, which the kernel rewrites to MariaDB's;
-# sysbench runs only — other phases' clients run outside it and are relayed; not in the
-# default set).
+# the default set), fastpath (ours, --fast-path connect: the sysbench, connect and failover
+# clients run inside a cgroup the script creates and connect to the proxy's address, which the
+# kernel rewrites to MariaDB's; needs root with BPF and cgroup v2 — drop it from BENCH_TARGETS
+# on a host without; the idle and bulk phases skip it: nothing of theirs would pass the proxy).
 #
 # Environment knobs (defaults in brackets):
 #   BENCH_TIME [20]        seconds per sysbench run
@@ -35,7 +36,7 @@
 #                          1 bulk repetition, 1 failover; writes to target/bench-quick/
 #   BENCH_WORKLOADS        ["oltp_point_select oltp_read_only oltp_read_write"]
 #   BENCH_THREADS          ["1 8 32"]
-#   BENCH_TARGETS          ["direct haproxy pump copy pump-w2"]
+#   BENCH_TARGETS          ["direct haproxy pump copy pump-w2 fastpath"]
 #   BENCH_CONNECT_THREADS ["8"]  client threads of the connect workload (one cell per value)
 #   BENCH_IDLE_CONNS [5000]  BENCH_BULK_MB [50]  BENCH_BULK_REPS [5]
 #   BENCH_FAILOVER_ROUNDS [3]  BENCH_FAILOVER_WRITERS [8]
@@ -67,7 +68,7 @@ BENCH_TIME=${BENCH_TIME:-20}
 BENCH_ROUNDS=${BENCH_ROUNDS:-3}
 BENCH_WORKLOADS=${BENCH_WORKLOADS:-oltp_point_select oltp_read_only oltp_read_write}
 BENCH_THREADS=${BENCH_THREADS:-1 8 32}
-BENCH_TARGETS=${BENCH_TARGETS:-direct haproxy pump copy pump-w2}
+BENCH_TARGETS=${BENCH_TARGETS:-direct haproxy pump copy pump-w2 fastpath}
 BENCH_CONNECT_THREADS=${BENCH_CONNECT_THREADS:-8}
 BENCH_IDLE_CONNS=${BENCH_IDLE_CONNS:-5000}
 BENCH_BULK_MB=${BENCH_BULK_MB:-50}
@@ -508,7 +509,7 @@ phase_idle() {
   start_targets "$db"
   echo "target,connections,rss_before_kib,rss_after_kib,kib_per_connection,open_seconds" >"$BENCH_OUT/idle.csv"
   for t in $BENCH_TARGETS; do
-    [ "$t" = direct ] && continue
+    case $t in direct | fastpath) continue ;; esac
     python3 "$HELPERS/idle.py" --port "${TPORT[$t]}" --pid "${TPID[$t]}" --name "$t" \
       --connections "$BENCH_IDLE_CONNS" --settle 3 --deadline 300 >>"$BENCH_OUT/idle.csv" ||
       log "idle run via $t failed"
@@ -528,7 +529,9 @@ phase_bulk() {
   start_mariadb bulk 1 "skip-log-bin"
   local db=$DB_PORT t spec=()
   start_targets "$db"
-  for t in $BENCH_TARGETS; do spec+=("$t=${TPORT[$t]}:${TPID[$t]:-}"); done
+  for t in $BENCH_TARGETS; do
+    [ "$t" = fastpath ] || spec+=("$t=${TPORT[$t]}:${TPID[$t]:-}")
+  done
   python3 "$HELPERS/bulk.py" --mb "$BENCH_BULK_MB" --reps "$BENCH_BULK_REPS" --setup-port "$db" \
     --deadline 900 "${spec[@]}" >"$BENCH_OUT/bulk.csv" || log "bulk run failed"
   stop_targets
@@ -547,6 +550,9 @@ phase_failover() {
     failover_round "$round" || log "failover round $round failed"
   done
 }
+
+# The failover phase adds the fast path beside the relay and HAProxy when it is a target.
+failover_with_fastpath() { [[ " $BENCH_TARGETS " == *" fastpath "* ]]; }
 
 failover_round() {
   local round=$1 a b a_sock b_sock a_pid b_pid i
@@ -581,11 +587,23 @@ read-only = ON"
   curl -sf -X PUT --data "127.0.0.1:$a" "http://$consul/v1/kv/service/mysql/leader" >/dev/null
   start_ours "fo$round-pump" --discovery consul-kv --kv-key service/mysql/leader \
     --consul "http://$consul" --relay pump --log-level info
-  local ours_port=$OURS_PORT ours_pid=$OURS_PID
+  local ours_port=$OURS_PORT ours_pid=$OURS_PID specs=()
+  specs+=("ours=$ours_port")
+  # The same proxy with the fast path: its writers' connects are rewritten to the primary, and
+  # at the failover it destroys their sockets to the old one (on_failover = close, the default).
+  local fp_pid=
+  if failover_with_fastpath; then
+    make_fastpath_cgroup
+    start_ours "fo$round-fastpath" --discovery consul-kv --kv-key service/mysql/leader \
+      --consul "http://$consul" --log-level info --fast-path connect --fast-path-cgroup "$FASTPATH_CG"
+    fp_pid=$OURS_PID
+    specs+=("fastpath=$OURS_PORT")
+  fi
   start_haproxy "fo$round-haproxy" "    option mysql-check user hacheck
     server a 127.0.0.1:$a check inter 500ms fall 2 rise 1
     server b 127.0.0.1:$b check inter 500ms fall 2 rise 1 backup"
-  local ha_port=$HA_PORT ha_pid=$HA_PID
+  specs+=("haproxy=$HA_PORT")
+  local ha_pid=$HA_PID
 
   # The failover hook, run by the writers' driver at the kill time: kill -9 A, let B apply its
   # relay log, promote B, publish B in Consul. Prints one "event <name> <epoch>" line per step.
@@ -602,11 +620,16 @@ echo "event promoted \$(date +%s.%N)"
 curl -sf -X PUT --data "127.0.0.1:$b" "http://$consul/v1/kv/service/mysql/leader" >/dev/null
 echo "event published \$(date +%s.%N)"
 EOF
-  python3 "$HELPERS/failover.py" --round "$round" --writers "$BENCH_FAILOVER_WRITERS" \
+  # All writers run in the fast path's cgroup (when it is on): only connects to the fastpath
+  # proxy's own address are rewritten, so the other targets are reached as usual.
+  local client=direct
+  [ -n "$fp_pid" ] && client=fastpath
+  in_target_cgroup "$client" python3 "$HELPERS/failover.py" --round "$round" --writers "$BENCH_FAILOVER_WRITERS" \
     --warmup 5 --after 10 --hook "$WORK/failover-$round.sh" --verify-port "$b" \
-    "ours=$ours_port" "haproxy=$ha_port" >>"$BENCH_OUT/failover.csv"
-  tail -2 "$BENCH_OUT/failover.csv" | sed 's/^/  /' >&2
+    "${specs[@]}" >>"$BENCH_OUT/failover.csv"
+  tail -"${#specs[@]}" "$BENCH_OUT/failover.csv" | sed 's/^/  /' >&2
   stop_pid "$ours_pid"
+  [ -n "$fp_pid" ] && stop_pid "$fp_pid"
   stop_pid "$ha_pid"
   stop_pid "$double_pid"
   stop_pid "$b_pid"

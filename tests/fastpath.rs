@@ -363,7 +363,12 @@ fn connects_from_the_cgroup_are_redirected_others_are_not() {
     let status = fp.describe().unwrap();
     assert_eq!(status.routes.len(), 1);
     assert_eq!(status.routes[0].target, None);
-    assert_eq!(status.programs.len(), 2);
+    // connect4, connect6 and the sockops watch
+    let hooks: Vec<_> = status.programs.iter().map(|p| p.hook).collect();
+    assert_eq!(
+        hooks,
+        ["cgroup/connect4", "cgroup/connect6", "cgroup/sock_ops"]
+    );
     assert!(
         status
             .programs
@@ -1076,6 +1081,74 @@ async fn without_a_primary_connects_are_held_relayed_or_refused_as_before() {
         fp["passed_to_the_proxy_total"].as_u64() >= Some(2),
         "the CLI and the held client: {fp}"
     );
+}
+
+/// The watch program: a redirected connect that is refused marks its server, so the next
+/// connects are held by the proxy (as the relay holds a refused backend) instead of being
+/// refused too; once the server accepts a relayed connection, connects are redirected again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_refused_redirected_connect_the_next_ones_are_held_until_the_server_accepts() {
+    let Some(cg) = proxy_cgroup(
+        "after_a_refused_redirected_connect_the_next_ones_are_held_until_the_server_accepts",
+    ) else {
+        return;
+    };
+    // The primary is down: its port refuses.
+    let primary = support::backends::closed_port();
+    let proxy = with_fast_path(
+        ProxyArgs::backend(primary),
+        &cg,
+        &["--hold-timeout", "20s", "--log-level", "debug"],
+    )
+    .start();
+    wait_route(&proxy, Some(primary)).await;
+    let mut inside = Helper::client_in(&cg);
+
+    // The first application's connect goes to the server and is refused: its error.
+    assert_eq!(
+        inside.ask(&format!("connect r {}", proxy.addr())),
+        format!("failed {}", libc::ECONNREFUSED),
+        "redirected to the dead primary"
+    );
+    // The kernel marked the server before the application saw the refusal: the next connect
+    // is not rewritten, reaches the proxy's listener and is held while the server refuses.
+    let (held, peer) = inside.connect("h", proxy.addr());
+    assert_eq!(peer, proxy.addr(), "detoured to the proxy");
+    proxy
+        .wait_for_metric("consul_mysql_proxy_connections_held", 1.0, T)
+        .await;
+    proxy
+        .wait_for_metric("consul_mysql_proxy_fast_path_failed_connects_total", 1.0, T)
+        .await;
+    let fp = fast_path_status(&proxy).await;
+    assert!(
+        fp["refusing"]
+            .as_str()
+            .is_some_and(|r| r.contains(&primary.to_string())),
+        "{fp}"
+    );
+    assert_eq!(fp["failed_connects_total"], 1, "{fp}");
+    assert_eq!(fp["detoured_to_the_proxy_total"], 1, "{fp}");
+
+    // The server comes back on its address: the held client is relayed to it, and that
+    // relayed connect clears the mark.
+    let from = proxy.log.len();
+    let _back = EchoBackend::start_on(primary).await;
+    assert_eq!(
+        inside.echo("h", "ping"),
+        "echoed HELLO",
+        "the held client is relayed the greeting"
+    );
+    assert_eq!(rows_between(held, proxy.addr()).len(), 1, "relayed");
+    proxy
+        .wait_for_log_from(from, "accepted a relayed connection again", T)
+        .await;
+    // So the next connect is redirected again, straight to the server.
+    let (_, next) = inside.connect("n", proxy.addr());
+    assert_eq!(next, primary, "redirected again");
+    let fp = fast_path_status(&proxy).await;
+    assert!(fp.get("refusing").is_none(), "{fp}");
+    assert_eq!(fp["detoured_to_the_proxy_total"], 1, "{fp}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -236,7 +236,11 @@ async fn bind_backend(
             () = ctx.hard_stop.cancelled() => return Err(shutting_down()),
         };
         match attempt {
-            Ok(stream) => return Ok((stream, snapshot, guard)),
+            Ok(stream) => {
+                // A server the kernel fast path saw refusing accepts again.
+                crate::data::fastpath::note_reachable(backend.addr);
+                return Ok((stream, snapshot, guard));
+            }
             Err(ConnectError::OutOfTime) => {
                 // Report the cause we know (e.g. an earlier "no greeting"), else this attempt.
                 let failure = last_failure

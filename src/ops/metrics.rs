@@ -80,6 +80,9 @@ pub struct Metrics {
     pub fast_path_open: Gauge,
     /// Redirected connections destroyed because their primary was replaced.
     pub fast_path_closed_by_failover: Counter,
+    /// Redirected connects that did not complete (refused, timed out); each marks its target
+    /// so that the next connects are held and relayed by the proxy.
+    pub fast_path_failed_connects: Counter,
     /// The same per-backend gauges, iterable for `/status` (a `Family` cannot be listed).
     backends: std::sync::Mutex<std::collections::BTreeMap<std::net::SocketAddr, Gauge>>,
 }
@@ -115,6 +118,7 @@ impl Default for Metrics {
             fast_path_redirected: Counter::default(),
             fast_path_open: Gauge::default(),
             fast_path_closed_by_failover: Counter::default(),
+            fast_path_failed_connects: Counter::default(),
             backends: Default::default(),
         }
     }
@@ -299,6 +303,11 @@ impl Metrics {
             "fast_path_closed_by_failover",
             "Redirected connections destroyed (SOCK_DESTROY) because their primary was replaced",
             self.fast_path_closed_by_failover.clone(),
+        );
+        r.register(
+            "fast_path_failed_connects",
+            "Redirected connects that did not complete (refused, timed out); the next connects to that server are held and relayed until it accepts one",
+            self.fast_path_failed_connects.clone(),
         );
         r
     }

@@ -85,8 +85,10 @@ const BPF_ATOMIC: u8 = 0xc0;
 const BPF_K: u8 = 0x00;
 const BPF_X: u8 = 0x08;
 const BPF_ADD: u8 = 0x00;
+const BPF_OR: u8 = 0x40;
 const BPF_AND: u8 = 0x50;
 const BPF_MOV: u8 = 0xb0;
+const BPF_JA: u8 = 0x00;
 const BPF_JEQ: u8 = 0x10;
 const BPF_JNE: u8 = 0x50;
 const BPF_CALL: u8 = 0x80;
@@ -146,6 +148,11 @@ impl Asm {
         self.push(Insn::new(BPF_ALU64 | BPF_AND | BPF_K, dst, 0, 0, imm))
     }
 
+    /// `dst |= imm` (64-bit).
+    pub(crate) fn or64_imm(&mut self, dst: u8, imm: i32) -> &mut Asm {
+        self.push(Insn::new(BPF_ALU64 | BPF_OR | BPF_K, dst, 0, 0, imm))
+    }
+
     /// `dst = *(size *)(src + off)`.
     pub(crate) fn ldx(&mut self, size: Size, dst: u8, src: u8, off: i16) -> &mut Asm {
         self.push(Insn::new(BPF_LDX | BPF_MEM | size.bits(), dst, src, off, 0))
@@ -193,6 +200,11 @@ impl Asm {
     /// `if dst != imm goto label`.
     pub(crate) fn jne_imm(&mut self, dst: u8, imm: i32, label: &'static str) -> &mut Asm {
         self.jump(BPF_JMP | BPF_JNE | BPF_K, dst, imm, label)
+    }
+
+    /// `goto label`.
+    pub(crate) fn ja(&mut self, label: &'static str) -> &mut Asm {
+        self.jump(BPF_JMP | BPF_JA, 0, 0, label)
     }
 
     fn jump(&mut self, code: u8, dst: u8, imm: i32, label: &'static str) -> &mut Asm {
@@ -251,6 +263,7 @@ mod tests {
         let mut a = Asm::new();
         a.mov64_reg(R6, R1) // bf 16 00 00 00 00 00 00
             .ldx(Size::W, R2, R6, 32) // 61 62 20 00 00 00 00 00
+            .or64_imm(R2, 4) // 47 02 00 00 04 00 00 00
             .st_imm(Size::W, R10, -24, 2) // 62 0a e8 ff 02 00 00 00
             .atomic_add64(R0, 0, R1) // db 10 00 00 00 00 00 00
             .ld_map_fd(R1, 7) // 18 11 00 00 07 00 00 00 + 00 ...
@@ -266,12 +279,13 @@ mod tests {
         if cfg!(target_endian = "little") {
             assert_eq!(bytes(&insns[0]), [0xbf, 0x16, 0, 0, 0, 0, 0, 0]);
             assert_eq!(bytes(&insns[1]), [0x61, 0x62, 0x20, 0, 0, 0, 0, 0]);
-            assert_eq!(bytes(&insns[2]), [0x62, 0x0a, 0xe8, 0xff, 2, 0, 0, 0]);
-            assert_eq!(bytes(&insns[3]), [0xdb, 0x10, 0, 0, 0, 0, 0, 0]);
-            assert_eq!(bytes(&insns[4]), [0x18, 0x11, 0, 0, 7, 0, 0, 0]);
-            assert_eq!(bytes(&insns[5]), [0; 8]);
-            assert_eq!(bytes(&insns[6]), [0x85, 0, 0, 0, 1, 0, 0, 0]);
-            assert_eq!(bytes(&insns[7]), [0x95, 0, 0, 0, 0, 0, 0, 0]);
+            assert_eq!(bytes(&insns[2]), [0x47, 0x02, 0, 0, 4, 0, 0, 0]);
+            assert_eq!(bytes(&insns[3]), [0x62, 0x0a, 0xe8, 0xff, 2, 0, 0, 0]);
+            assert_eq!(bytes(&insns[4]), [0xdb, 0x10, 0, 0, 0, 0, 0, 0]);
+            assert_eq!(bytes(&insns[5]), [0x18, 0x11, 0, 0, 7, 0, 0, 0]);
+            assert_eq!(bytes(&insns[6]), [0; 8]);
+            assert_eq!(bytes(&insns[7]), [0x85, 0, 0, 0, 1, 0, 0, 0]);
+            assert_eq!(bytes(&insns[8]), [0x95, 0, 0, 0, 0, 0, 0, 0]);
         }
     }
 
@@ -279,15 +293,18 @@ mod tests {
     fn jumps_count_from_the_next_instruction() {
         let mut a = Asm::new();
         a.label("top")
-            .jeq_imm(R0, 0, "end") // 0 → end is 3: off 2
+            .jeq_imm(R0, 0, "end") // 0 → end is 4: off 3
             .mov64_imm(R0, 1)
             .jne_imm(R0, 0, "top") // 2 → top is 0: off -3
+            .ja("end") // 3 → end is 4: off 0
             .label("end")
             .exit();
-        assert_eq!(a.len(), 4);
+        assert_eq!(a.len(), 5);
         let insns = a.finish().unwrap();
-        assert_eq!(insns[0].off, 2);
+        assert_eq!(insns[0].off, 3);
         assert_eq!(insns[2].off, -3);
+        // `goto`: 05 00 <off> 00000000
+        assert_eq!((insns[3].code, insns[3].regs, insns[3].off), (0x05, 0, 0));
     }
 
     #[test]

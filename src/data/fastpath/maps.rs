@@ -1,5 +1,5 @@
-//! The three BPF maps the programs share with user space, and their byte layouts — the one
-//! place both sides take their offsets from, so the program and the proxy cannot disagree.
+//! The four BPF maps the programs share with user space, and their byte layouts — the one
+//! place both sides take their offsets from, so the programs and the proxy cannot disagree.
 //!
 //! ```text
 //!  routes   (hash, 32-byte key → 40-byte value), written by user space, read by the program
@@ -13,9 +13,13 @@
 //!          @36 u32  zero
 //!  cookies  (LRU hash, u64 socket cookie → 32-byte value), written by the program
 //!    value = the first 32 bytes of the route value: target endpoint + generation
-//!  counters (array of 3 × u64), atomically incremented by the program
+//!  refusals (hash, 24-byte target endpoint → u64), written by the watch program when a
+//!    redirected connect to that target failed (value: the failed socket's cookie), read by
+//!    the connect programs, deleted by user space when the target accepts again
+//!  counters (array of 5 × u64), atomically incremented by the programs
 //!    [0] redirected and recorded, [1] route matched without a target, [2] redirected but
-//!        the cookie could not be recorded
+//!        the cookie could not be recorded, [3] redirected connects that failed (watch),
+//!        [4] connects left to the proxy because their target had refused one
 //! ```
 //!
 //! Ports and addresses are kept exactly as the kernel's `bpf_sock_addr` presents them (bytes
@@ -46,7 +50,9 @@ pub(crate) const ROUTES_MAX: u32 = 1024;
 /// goes, so a full map never refuses a connect; [`FastPath::sweep`](super::FastPath::sweep)
 /// removes cookies of closed sockets so that live ones are not the ones evicted.
 pub(crate) const COOKIES_MAX: u32 = 65536;
-pub(crate) const COUNTERS: u32 = 3;
+pub(crate) const COUNTERS: u32 = 5;
+/// Targets marked as refusing at once: one per route target, like the routes.
+pub(crate) const REFUSALS_MAX: u32 = ROUTES_MAX;
 
 pub(crate) const ENDPOINT_LEN: usize = 24;
 pub(crate) const KEY_LEN: usize = 32;
@@ -69,6 +75,8 @@ pub(crate) const FLAG_REWRITE: i32 = 1;
 pub(crate) const COUNT_REDIRECTED: i32 = 0;
 pub(crate) const COUNT_PASSED: i32 = 1;
 pub(crate) const COUNT_UNRECORDED: i32 = 2;
+pub(crate) const COUNT_FAILED: i32 = 3;
+pub(crate) const COUNT_DETOURED: i32 = 4;
 
 /// An address family, port and address in the kernel's `bpf_sock_addr` representation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -138,6 +146,29 @@ pub(crate) fn route_key(netns: u64, dest: SocketAddr) -> [u8; KEY_LEN] {
     key[0..8].copy_from_slice(&netns.to_ne_bytes());
     key[8..32].copy_from_slice(&Endpoint::new(dest).encode());
     key
+}
+
+/// The refusals map keys for `target`: its endpoint as a route value holds it, and for an
+/// IPv4 target also the IPv4-mapped form a dual-stack route's value holds.
+pub(crate) fn refusal_keys(target: SocketAddr) -> Vec<[u8; ENDPOINT_LEN]> {
+    let mut keys = vec![Endpoint::new(target).encode()];
+    if let Some(mapped) = v4_mapped(target) {
+        keys.push(Endpoint::new(mapped).encode());
+    }
+    keys
+}
+
+/// The target a refusals map key names, with an IPv4-mapped one unmapped (`None` for bytes
+/// no program wrote).
+pub(crate) fn decode_refusal_key(bytes: &[u8]) -> Option<SocketAddr> {
+    let addr = Endpoint::decode(bytes)?;
+    Some(match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => addr,
+        },
+        SocketAddr::V4(_) => addr,
+    })
 }
 
 /// The routes map value: rewrite to `target`, or (None) let the connect through unchanged.
@@ -226,6 +257,23 @@ mod tests {
             );
         }
         assert_eq!(decode_route_value(&route_value(None, 3)), Some((None, 3)));
+    }
+
+    #[test]
+    fn a_refusal_key_is_the_route_values_target_bytes() {
+        let target: SocketAddr = "10.1.2.3:3307".parse().unwrap();
+        let keys = refusal_keys(target);
+        // What the watch program writes: the cookie value's (= route value's) first 24 bytes.
+        assert_eq!(keys[0], route_value(Some(target), 9)[..ENDPOINT_LEN]);
+        let mapped = v4_mapped(target).unwrap();
+        assert_eq!(keys[1], route_value(Some(mapped), 9)[..ENDPOINT_LEN]);
+        // Both read back as the IPv4 target.
+        assert_eq!(decode_refusal_key(&keys[0]), Some(target));
+        assert_eq!(decode_refusal_key(&keys[1]), Some(target));
+        let v6: SocketAddr = "[2001:db8::5]:3306".parse().unwrap();
+        assert_eq!(refusal_keys(v6).len(), 1);
+        assert_eq!(decode_refusal_key(&refusal_keys(v6)[0]), Some(v6));
+        assert_eq!(decode_refusal_key(&[0xff; 24]), None);
     }
 
     #[test]

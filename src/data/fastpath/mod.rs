@@ -11,10 +11,14 @@
 //!                                 └ cookies[socket cookie] = (10.0.0.5:3306, generation)
 //!  proxy:  set_route(listen, Some(new primary))  ── new connects go there at once
 //!          destroy_redirected(old primary)       ── sock_diag dump ∩ cookies → SOCK_DESTROY
+//!  sockops watch: a redirected connect to A failed ── refusals[A]: connects to the route
+//!          reach the proxy's listener (held, relayed) until A accepts a relayed connect
+//!          again (clear_refusal) or the route gets another target
 //! ```
 //!
-//! Modules: `program` (the two programs as instruction lists, instruction by instruction,
-//! and loading them), `asm` (the instruction encoding), `maps` (the three maps' layouts),
+//! Modules: `program` (the two connect programs as instruction lists, instruction by
+//! instruction, and loading them), `watch` (the sockops program that marks a target whose
+//! redirected connect failed), `asm` (the instruction encoding), `maps` (the four maps' layouts),
 //! `routes` (listen address → exact map keys), `cgroup` (which cgroup), `sock_diag`
 //! (finding and destroying sockets), `sys` (all the `unsafe`: bpf(2) and three libc calls),
 //! `error`. The proxy uses it through [`steer`] (one task per route following the published
@@ -23,7 +27,7 @@
 //!
 //! # Lifetime
 //!
-//! [`FastPath::load`] attaches both programs through BPF *links*, whose fds this value owns.
+//! [`FastPath::load`] attaches the three programs through BPF *links*, whose fds this value owns.
 //! When it is dropped — or the process exits, or is SIGKILLed — the fds close, the kernel
 //! detaches the programs and frees the maps: new connects reach the listen addresses again
 //! (the proxy's listener, if one is running). Connections already redirected are ordinary
@@ -43,7 +47,11 @@
 //! - **No greeting wait, no hung-server detection per connection.** The relay path waits for
 //!   each backend's greeting and holds the client on a failed connect; a redirected connect
 //!   goes straight to the server the route names. Keeping that server right relies on
-//!   discovery and `verify_writable` alone.
+//!   discovery and `verify_writable`. One failure is caught in the kernel: a redirected
+//!   connect that does not complete (refused, timed out) marks its target (`watch`), and
+//!   later connects to the route are held and relayed by the proxy until that server accepts
+//!   again or discovery names another — the first application to hit a dead primary gets
+//!   the error, the ones after it are held.
 //! - **No hold across "no primary".** While a route has no target (`set_route(listen,
 //!   None)`), connects reach the proxy's own listener, which holds them as usual — and those
 //!   connections stay relayed for their whole life, even after a primary is known.
@@ -75,10 +83,11 @@
 //! # Seeing it is active
 //!
 //! [`FastPath::describe`] gives the cgroup, the program and link ids, the routes and the
-//! counters. With bpftool: `bpftool cgroup show /sys/fs/cgroup/unified` lists the two
-//! `cmp_connect4` / `cmp_connect6` programs on the cgroup, `bpftool link` the links (type
-//! `cgroup`, attach `cgroup_inet4_connect` / `cgroup_inet6_connect`), `bpftool map dump name
-//! cmp_routes` the routes. `ss -tnp` shows an application's socket connected to the primary
+//! counters. With bpftool: `bpftool cgroup show /sys/fs/cgroup/unified` lists the
+//! `cmp_connect4` / `cmp_connect6` / `cmp_watch` programs on the cgroup, `bpftool link` the
+//! links (type `cgroup`, attach `cgroup_inet4_connect` / `cgroup_inet6_connect` /
+//! `sock_ops`), `bpftool map dump name cmp_routes` the routes, `name cmp_refusals` the
+//! targets marked as refusing. `ss -tnp` shows an application's socket connected to the primary
 //! directly.
 // `deny`, not `forbid`: `sys` is the one child allowed unsafe; every other child forbids it.
 #![deny(unsafe_code)]
@@ -94,6 +103,7 @@ mod sock_diag;
 pub mod steer;
 #[allow(unsafe_code)]
 mod sys;
+mod watch;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::File;
@@ -107,8 +117,9 @@ use serde::Serialize;
 pub use asm::AsmError;
 pub use cgroup::cgroup2_root;
 pub use error::FastPathError;
-use maps::{COOKIE_VALUE_LEN, KEY_LEN};
+use maps::{COOKIE_VALUE_LEN, ENDPOINT_LEN, KEY_LEN};
 use program::{Family, MapFds};
+pub use shared::note_reachable;
 use sock_diag::{DiagSocket, SockDiag};
 use sys::Map;
 
@@ -120,7 +131,7 @@ const COOKIE_WALK_LIMIT: usize = 2 * maps::COOKIES_MAX as usize;
 
 /// The loaded and attached fast path. Dropping it detaches the programs.
 pub struct FastPath {
-    /// Both links; declared first so that on drop the programs detach before the maps go.
+    /// The three links; declared first so that on drop the programs detach before the maps go.
     attached: Vec<Attached>,
     /// The cgroup the programs are attached to.
     cgroup: PathBuf,
@@ -134,7 +145,9 @@ pub struct FastPath {
 }
 
 struct Attached {
-    family: Family,
+    /// The attach point, as `bpftool` names it (`cgroup/connect4`).
+    hook: &'static str,
+    name: &'static str,
     /// Open for as long as the program is attached; closing it detaches.
     _link: OwnedFd,
     _prog: OwnedFd,
@@ -142,10 +155,11 @@ struct Attached {
     link_id: u32,
 }
 
-/// The three maps (see `maps` for their layouts).
+/// The four maps (see `maps` for their layouts).
 struct Maps {
     routes: Map,
     cookies: Map,
+    refusals: Map,
     counters: Map,
 }
 
@@ -173,6 +187,17 @@ impl Maps {
         .map_err(FastPathError::kernel(
             "creating the cookies map (BPF_MAP_CREATE)",
         ))?;
+        let refusals = Map::create(
+            maps::MAP_HASH,
+            ENDPOINT_LEN,
+            8,
+            maps::REFUSALS_MAX,
+            0,
+            "cmp_refusals",
+        )
+        .map_err(FastPathError::kernel(
+            "creating the refusals map (BPF_MAP_CREATE)",
+        ))?;
         let counters = Map::create(maps::MAP_ARRAY, 4, 8, maps::COUNTERS, 0, "cmp_counters")
             .map_err(FastPathError::kernel(
                 "creating the counters map (BPF_MAP_CREATE)",
@@ -180,6 +205,7 @@ impl Maps {
         Ok(Maps {
             routes,
             cookies,
+            refusals,
             counters,
         })
     }
@@ -188,6 +214,7 @@ impl Maps {
         MapFds {
             routes: self.routes.raw_fd(),
             cookies: self.cookies.raw_fd(),
+            refusals: self.refusals.raw_fd(),
             counters: self.counters.raw_fd(),
         }
     }
@@ -219,6 +246,12 @@ pub struct Counters {
     pub passed: u64,
     /// Rewritten, but the cookie could not be recorded: invisible to `destroy_redirected`.
     pub unrecorded: u64,
+    /// Redirected, and the connect did not complete (refused, timed out, abandoned): each
+    /// marked its target as refusing.
+    pub failed: u64,
+    /// Matched a route whose target was marked as refusing: left to reach the proxy's
+    /// listener, which holds and relays them.
+    pub detoured: u64,
 }
 
 /// What one [`FastPath::sweep_counting`] found.
@@ -236,6 +269,8 @@ pub struct FastPathStatus {
     pub cgroup: PathBuf,
     pub programs: Vec<ProgramStatus>,
     pub routes: Vec<RouteStatus>,
+    /// Targets marked as refusing: connects to their routes are left to the proxy.
+    pub refusing: Vec<SocketAddr>,
     pub counters: Counters,
 }
 
@@ -258,7 +293,7 @@ pub struct RouteStatus {
 }
 
 impl FastPath {
-    /// Loads both programs and attaches them to `cgroup` (default: the cgroup v2 root, i.e.
+    /// Loads the programs and attaches them to `cgroup` (default: the cgroup v2 root, i.e.
     /// every process of the host). Fails, without leaving anything attached, when a piece is
     /// missing; the error names it and the fix.
     pub fn load(cgroup: Option<&Path>) -> Result<FastPath, FastPathError> {
@@ -274,27 +309,26 @@ impl FastPath {
         }
         let netns = own_netns_cookie()?;
         let maps = Maps::create()?;
-        let mut attached = Vec::with_capacity(2);
+        let mut attached = Vec::with_capacity(3);
         for family in [Family::V4, Family::V6] {
             let insns = program::instructions(family, maps.fds())?;
             let prog = program::load(family, &insns)?;
-            let link = sys::link_create(prog.as_fd(), dir.as_fd(), family.attach_type()).map_err(
-                FastPathError::kernel(
-                    "attaching the connect program to the cgroup (BPF_LINK_CREATE)",
-                ),
-            )?;
-            let program_id = sys::prog_id(prog.as_fd())
-                .map_err(FastPathError::kernel("reading the program id"))?;
-            let link_id =
-                sys::link_id(link.as_fd()).map_err(FastPathError::kernel("reading the link id"))?;
-            attached.push(Attached {
-                family,
-                _link: link,
-                _prog: prog,
-                program_id,
-                link_id,
-            });
+            let hook = match family {
+                Family::V4 => "cgroup/connect4",
+                Family::V6 => "cgroup/connect6",
+            };
+            let name = family.program_name();
+            attached.push(attach(prog, &dir, family.attach_type(), hook, name)?);
         }
+        // The watch program last: it only acts on sockets the connect programs recorded.
+        let prog = watch::load(&watch::instructions(maps.fds())?)?;
+        attached.push(attach(
+            prog,
+            &dir,
+            watch::ATTACH_CGROUP_SOCK_OPS,
+            watch::HOOK,
+            watch::PROGRAM_NAME,
+        )?);
         tracing::info!(
             cgroup = %cgroup.display(),
             programs = ?attached.iter().map(|a| a.program_id).collect::<Vec<_>>(),
@@ -487,7 +521,51 @@ impl FastPath {
             redirected: read(maps::COUNT_REDIRECTED as u32)?,
             passed: read(maps::COUNT_PASSED as u32)?,
             unrecorded: read(maps::COUNT_UNRECORDED as u32)?,
+            failed: read(maps::COUNT_FAILED as u32)?,
+            detoured: read(maps::COUNT_DETOURED as u32)?,
         })
+    }
+
+    /// Lets connects be rewritten to `target` again after the watch program marked it as
+    /// refusing (it accepted a connection since, or discovery named it anew); `false`: it was
+    /// not marked.
+    pub fn clear_refusal(&self, target: SocketAddr) -> Result<bool, FastPathError> {
+        let mut cleared = false;
+        for key in maps::refusal_keys(target) {
+            cleared |= self
+                .maps
+                .refusals
+                .delete(&key)
+                .map_err(FastPathError::kernel(
+                    "clearing a refusal (BPF_MAP_DELETE_ELEM)",
+                ))?;
+        }
+        Ok(cleared)
+    }
+
+    /// The targets marked as refusing now (a redirected connect to them failed, and nothing
+    /// has cleared the mark since).
+    pub fn refusing(&self) -> Result<Vec<SocketAddr>, FastPathError> {
+        let mut out = BTreeSet::new();
+        let mut key = [0u8; ENDPOINT_LEN];
+        let mut prev: Option<[u8; ENDPOINT_LEN]> = None;
+        // Bounded: the map holds at most REFUSALS_MAX keys; twice that covers a restart of
+        // the walk when a key is deleted under it.
+        for _ in 0..2 * maps::REFUSALS_MAX {
+            let more = self
+                .maps
+                .refusals
+                .next_key(prev.as_ref().map(|k| &k[..]), &mut key)
+                .map_err(FastPathError::kernel(
+                    "walking the refusals (BPF_MAP_GET_NEXT_KEY)",
+                ))?;
+            if !more {
+                break;
+            }
+            out.extend(maps::decode_refusal_key(&key));
+            prev = Some(key);
+        }
+        Ok(out.into_iter().collect())
     }
 
     /// Cgroup, programs, routes and counters, for `/status`.
@@ -507,11 +585,8 @@ impl FastPath {
             .attached
             .iter()
             .map(|a| ProgramStatus {
-                hook: match a.family {
-                    Family::V4 => "cgroup/connect4",
-                    Family::V6 => "cgroup/connect6",
-                },
-                name: a.family.program_name(),
+                hook: a.hook,
+                name: a.name,
                 program_id: a.program_id,
                 link_id: a.link_id,
             })
@@ -520,6 +595,7 @@ impl FastPath {
             cgroup: self.cgroup.clone(),
             programs,
             routes,
+            refusing: self.refusing()?,
             counters,
         })
     }
@@ -628,6 +704,31 @@ impl std::fmt::Debug for FastPath {
     }
 }
 
+/// Attaches `prog` to the cgroup `dir` through a link at `attach_type`.
+fn attach(
+    prog: OwnedFd,
+    dir: &File,
+    attach_type: u32,
+    hook: &'static str,
+    name: &'static str,
+) -> Result<Attached, FastPathError> {
+    let link = sys::link_create(prog.as_fd(), dir.as_fd(), attach_type).map_err(
+        FastPathError::kernel("attaching a program to the cgroup (BPF_LINK_CREATE)"),
+    )?;
+    let program_id =
+        sys::prog_id(prog.as_fd()).map_err(FastPathError::kernel("reading the program id"))?;
+    let link_id =
+        sys::link_id(link.as_fd()).map_err(FastPathError::kernel("reading the link id"))?;
+    Ok(Attached {
+        hook,
+        name,
+        _link: link,
+        _prog: prog,
+        program_id,
+        link_id,
+    })
+}
+
 fn open_diag() -> Result<SockDiag, FastPathError> {
     SockDiag::open().map_err(FastPathError::kernel("opening a NETLINK_SOCK_DIAG socket"))
 }
@@ -713,7 +814,7 @@ mod tests {
     }
 
     #[test]
-    fn both_connect_programs_pass_the_verifier() {
+    fn the_programs_pass_the_verifier() {
         let maps = match Maps::create() {
             Ok(maps) => maps,
             Err(FastPathError::Permission { .. }) => {
@@ -727,6 +828,10 @@ mod tests {
             if let Some(Err(e)) = load_or_skip("program verification", family, &insns) {
                 panic!("{family:?}: {e}");
             }
+        }
+        let insns = watch::instructions(maps.fds()).unwrap();
+        if let Err(e) = watch::load(&insns) {
+            panic!("watch: {e}");
         }
     }
 }

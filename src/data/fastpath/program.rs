@@ -15,11 +15,15 @@
 //! 3. Look the key up in `routes`. Absent → allow unchanged (not a route's listen address).
 //! 4. Present without the rewrite flag (the proxy knows no primary) → count `passed`, allow
 //!    unchanged: the connect reaches the proxy's own listener, which holds the client.
-//! 5. Present with a target → write the target's address and port into the context.
-//! 6. Record the socket's cookie → (target, generation) in `cookies`, so the proxy can find
+//! 5. Present with a target that is in `refusals` (a redirected connect to it failed, see
+//!    [`watch`](super::watch)) → count `detoured`, allow unchanged: the proxy's listener holds
+//!    the client and retries the server as the relay does, instead of the application being
+//!    refused again.
+//! 6. Present with a target → write the target's address and port into the context.
+//! 7. Record the socket's cookie → (target, generation) in `cookies`, so the proxy can find
 //!    the sockets it redirected when that target stops being the primary; count
 //!    `redirected` (or `unrecorded` if the map update failed).
-//! 7. Return 1 (allow). The program never returns 0: a fast-path problem must not turn into
+//! 8. Return 1 (allow). The program never returns 0: a fast-path problem must not turn into
 //!    a refused connect, and every path ends in the same `allow` exit.
 //!
 //! IPv4 and IPv6 are two programs because the verifier lets a `connect4` program touch only
@@ -33,8 +37,9 @@ use std::os::fd::OwnedFd;
 use super::FastPathError;
 use super::asm::{Asm, AsmError, Insn, R0, R1, R2, R3, R4, R6, R7, R8, R10, Size};
 use super::maps::{
-    AF_INET, AF_INET6, COUNT_PASSED, COUNT_REDIRECTED, COUNT_UNRECORDED, FLAG_REWRITE, KEY_ADDR,
-    KEY_FAMILY, KEY_LEN, KEY_NETNS, KEY_PORT, VALUE_ADDR, VALUE_FLAGS, VALUE_PORT,
+    AF_INET, AF_INET6, COUNT_DETOURED, COUNT_PASSED, COUNT_REDIRECTED, COUNT_UNRECORDED,
+    FLAG_REWRITE, KEY_ADDR, KEY_FAMILY, KEY_LEN, KEY_NETNS, KEY_PORT, VALUE_ADDR, VALUE_FLAGS,
+    VALUE_PORT,
 };
 use super::sys;
 
@@ -44,12 +49,12 @@ const PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
 const ATTACH_INET4_CONNECT: u32 = 10;
 const ATTACH_INET6_CONNECT: u32 = 11;
 
-const LICENSE: &CStr = c"Apache-2.0";
+pub(super) const LICENSE: &CStr = c"Apache-2.0";
 
 // Helper function ids (include/uapi/linux/bpf.h, `___BPF_FUNC_MAPPER`).
-const MAP_LOOKUP_ELEM: i32 = 1;
-const MAP_UPDATE_ELEM: i32 = 2;
-const GET_SOCKET_COOKIE: i32 = 46;
+pub(super) const MAP_LOOKUP_ELEM: i32 = 1;
+pub(super) const MAP_UPDATE_ELEM: i32 = 2;
+pub(super) const GET_SOCKET_COOKIE: i32 = 46;
 const GET_NETNS_COOKIE: i32 = 122;
 
 // `struct bpf_sock_addr` field offsets.
@@ -61,7 +66,7 @@ const CTX_PROTOCOL: i16 = 36;
 
 const SOCK_STREAM: i32 = libc::SOCK_STREAM;
 const IPPROTO_TCP: i32 = libc::IPPROTO_TCP;
-const BPF_ANY: i32 = 0;
+pub(super) const BPF_ANY: i32 = 0;
 
 // Stack layout (offsets from the frame pointer R10; each slot aligned to its size, as the
 // verifier requires for stack access).
@@ -74,7 +79,7 @@ const STACK_COUNTER: i16 = STACK_COOKIE - 8;
 
 /// Verifier log buffer for a refused program. Our programs verify in well under 100 lines;
 /// a deliberately broken one needs a few.
-const LOG_SIZE: usize = 256 * 1024;
+pub(super) const LOG_SIZE: usize = 256 * 1024;
 
 /// Which connect hook a program is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +110,7 @@ impl Family {
 pub(crate) struct MapFds {
     pub routes: i32,
     pub cookies: i32,
+    pub refusals: i32,
     pub counters: i32,
 }
 
@@ -182,7 +188,18 @@ pub(crate) fn instructions(family: Family, maps: MapFds) -> Result<Vec<Insn>, As
     a.and64_imm(R2, FLAG_REWRITE);
     a.jeq_imm(R2, 0, "count");
 
-    // -- 5. Rewrite the destination.
+    // -- 5. A target that refused a redirected connect: the connect goes to the listener.
+    // R0 = bpf_map_lookup_elem(&refusals, &value.target): the value's first 24 bytes are the
+    // target endpoint, which is the refusals key, so the value pointer is the key pointer.
+    a.ld_map_fd(R1, maps.refusals);
+    a.mov64_reg(R2, R7);
+    a.call(MAP_LOOKUP_ELEM);
+    // R8 = COUNT_DETOURED, for the jump below
+    a.mov64_imm(R8, COUNT_DETOURED);
+    // Marked: leave the destination alone and count the detour.
+    a.jne_imm(R0, 0, "count");
+
+    // -- 6. Rewrite the destination.
     match family {
         Family::V4 => {
             // ctx->user_ip4 = value.target.addr[0..4]
@@ -202,7 +219,7 @@ pub(crate) fn instructions(family: Family, maps: MapFds) -> Result<Vec<Insn>, As
     a.ldx(Size::W, R2, R7, VALUE_PORT);
     a.stx(Size::W, R6, CTX_USER_PORT, R2);
 
-    // -- 6. Record the socket. R0 = bpf_get_socket_cookie(ctx): the number inet_diag
+    // -- 7. Record the socket. R0 = bpf_get_socket_cookie(ctx): the number inet_diag
     // reports as `idiag_cookie` for this socket, unique for the life of the system.
     a.mov64_reg(R1, R6);
     a.call(GET_SOCKET_COOKIE);
@@ -239,7 +256,7 @@ pub(crate) fn instructions(family: Family, maps: MapFds) -> Result<Vec<Insn>, As
     a.mov64_imm(R1, 1);
     a.atomic_add64(R0, 0, R1);
 
-    // -- 7. Allow the connect (to the rewritten or the original destination).
+    // -- 8. Allow the connect (to the rewritten or the original destination).
     a.label("allow");
     a.mov64_imm(R0, 1);
     a.exit();
@@ -252,36 +269,46 @@ pub(crate) fn instructions(family: Family, maps: MapFds) -> Result<Vec<Insn>, As
 /// refuses, the same program is loaded again with a log buffer so the error carries the
 /// verifier's explanation — what libbpf does too.
 pub(crate) fn load(family: Family, insns: &[Insn]) -> Result<OwnedFd, FastPathError> {
-    let name = family.program_name();
-    let attempt = |log: Option<&mut [u8]>| {
-        sys::prog_load(
-            PROG_TYPE_CGROUP_SOCK_ADDR,
-            family.attach_type(),
-            insns,
-            LICENSE,
-            name,
-            log,
-        )
-    };
+    load_as(
+        Kind {
+            prog_type: PROG_TYPE_CGROUP_SOCK_ADDR,
+            attach_type: family.attach_type(),
+            name: family.program_name(),
+            op: "loading the connect program (BPF_PROG_LOAD)",
+        },
+        insns,
+    )
+}
+
+/// What a program is to the kernel, and how errors name it.
+pub(super) struct Kind {
+    pub prog_type: u32,
+    pub attach_type: u32,
+    pub name: &'static str,
+    /// For errors: what was being done.
+    pub op: &'static str,
+}
+
+/// Loads `insns` as a program of `kind` (see [`load`] for the two attempts).
+pub(super) fn load_as(kind: Kind, insns: &[Insn]) -> Result<OwnedFd, FastPathError> {
+    let Kind {
+        prog_type,
+        attach_type,
+        name,
+        op,
+    } = kind;
+    let attempt =
+        |log: Option<&mut [u8]>| sys::prog_load(prog_type, attach_type, insns, LICENSE, name, log);
     let first = match attempt(None) {
         Ok(fd) => return Ok(fd),
         Err(e) => e,
     };
     match first.raw_os_error() {
-        Some(libc::EPERM) => {
-            return Err(FastPathError::Permission {
-                op: "loading the connect program (BPF_PROG_LOAD)",
-            });
-        }
+        Some(libc::EPERM) => return Err(FastPathError::Permission { op }),
         // EACCES: the verifier refused; EINVAL: malformed (bad opcode, bad map fd, unknown
         // helper on this kernel). Both are explained by the log.
         Some(libc::EACCES) | Some(libc::EINVAL) => {}
-        _ => {
-            return Err(FastPathError::Kernel {
-                op: "loading the connect program (BPF_PROG_LOAD)",
-                source: first,
-            });
-        }
+        _ => return Err(FastPathError::Kernel { op, source: first }),
     }
     let mut log = vec![0u8; LOG_SIZE];
     let second = match attempt(Some(&mut log)) {
@@ -309,7 +336,8 @@ mod tests {
     const FDS: MapFds = MapFds {
         routes: 3,
         cookies: 4,
-        counters: 5,
+        refusals: 5,
+        counters: 6,
     };
 
     #[test]

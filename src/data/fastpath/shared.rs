@@ -13,11 +13,16 @@
 //! The registry holds only `Weak` references: when the last steering task ends (shutdown),
 //! the `FastPath` drops and the kernel detaches the programs — nothing stays attached because
 //! a registry remembered it.
+//!
+//! The relay path reports here too ([`note_reachable`]): a backend it connected to is
+//! accepting, so a refusal the watch program recorded for it is cleared in every loaded fast
+//! path and its route's connects are redirected again.
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -33,6 +38,9 @@ pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// Loaded fast paths by cgroup directory.
 static LOADED: Mutex<BTreeMap<PathBuf, Weak<Shared>>> = Mutex::new(BTreeMap::new());
+/// How many `Shared` are alive: lets [`note_reachable`], called for every relayed
+/// connection, return after one atomic load in a proxy without a fast path.
+static ALIVE: AtomicUsize = AtomicUsize::new(0);
 
 /// A loaded fast path and the chores its routes share.
 pub(crate) struct Shared {
@@ -40,6 +48,8 @@ pub(crate) struct Shared {
     /// The program's `redirected` counter as last copied into the metrics (a high-water mark,
     /// so that routes copying concurrently add each increment once).
     synced_redirected: AtomicU64,
+    /// The watch program's `failed` counter, likewise.
+    synced_failed: AtomicU64,
     /// When the last sweep started; `None` before the first.
     last_sweep: Mutex<Option<Instant>>,
     /// A sweep is running on a blocking thread.
@@ -61,9 +71,12 @@ pub(crate) fn acquire(cgroup: Option<&Path>) -> Result<Arc<Shared>, FastPathErro
     if let Some(shared) = loaded.get(&dir).and_then(Weak::upgrade) {
         return Ok(shared);
     }
+    let fast_path = FastPath::load(Some(&dir))?;
+    ALIVE.fetch_add(1, Ordering::Relaxed);
     let shared = Arc::new(Shared {
-        fast_path: FastPath::load(Some(&dir))?,
+        fast_path,
         synced_redirected: AtomicU64::new(0),
+        synced_failed: AtomicU64::new(0),
         last_sweep: Mutex::new(None),
         sweeping: AtomicBool::new(false),
         open: AtomicU64::new(0),
@@ -74,16 +87,58 @@ pub(crate) fn acquire(cgroup: Option<&Path>) -> Result<Arc<Shared>, FastPathErro
     Ok(shared)
 }
 
-impl Shared {
-    /// Copies the program's counter of redirected connects into the metrics (cheap: one map
-    /// lookup per counter).
-    pub(crate) fn sync_counters(&self, metrics: &Metrics) -> Result<(), FastPathError> {
-        let now = self.fast_path.counters()?.redirected;
-        let before = self.synced_redirected.fetch_max(now, Ordering::Relaxed);
-        if now > before {
-            metrics.fast_path_redirected.inc_by(now - before);
+/// A relayed connection to `backend` got its greeting: the server accepts connections, so
+/// a refusal the watch program recorded for it is cleared and connects to its route are
+/// redirected again. One atomic load when no fast path is loaded.
+pub fn note_reachable(backend: SocketAddr) {
+    if ALIVE.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    let live: Vec<Arc<Shared>> = {
+        let loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
+        loaded.values().filter_map(Weak::upgrade).collect()
+    };
+    for shared in live {
+        match shared.fast_path.clear_refusal(backend) {
+            Ok(true) => {
+                tracing::info!(%backend, "fast path: the server accepted a relayed connection again; connects to it are redirected again")
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(%backend, error = %e, "fast path: cannot clear the server's refusal")
+            }
         }
-        Ok(())
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        ALIVE.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Shared {
+    /// Copies the programs' counters of redirected and failed connects into the metrics
+    /// (cheap: one map lookup per counter). Returns how many redirected connects failed since
+    /// the last call (by any route's call: each increment is returned once).
+    pub(crate) fn sync_counters(&self, metrics: &Metrics) -> Result<u64, FastPathError> {
+        let counters = self.fast_path.counters()?;
+        let before = self
+            .synced_redirected
+            .fetch_max(counters.redirected, Ordering::Relaxed);
+        if counters.redirected > before {
+            metrics
+                .fast_path_redirected
+                .inc_by(counters.redirected - before);
+        }
+        let before = self
+            .synced_failed
+            .fetch_max(counters.failed, Ordering::Relaxed);
+        let failed = counters.failed.saturating_sub(before);
+        if failed > 0 {
+            metrics.fast_path_failed_connects.inc_by(failed);
+        }
+        Ok(failed)
     }
 
     /// Whether a sweep should start now (none running, the last one [`SWEEP_EVERY`] ago);
@@ -165,9 +220,24 @@ impl FactSource for ActiveFacts {
             })
             .collect();
         facts.insert("routes".into(), Value::from(routes.join("; ")));
+        if !status.refusing.is_empty() {
+            let refusing: Vec<String> = status.refusing.iter().map(|t| t.to_string()).collect();
+            facts.insert(
+                "refusing".into(),
+                Value::from(format!(
+                    "{} (a redirected connect failed: connects are held and relayed until it accepts one)",
+                    refusing.join(", ")
+                )),
+            );
+        }
         let c = status.counters;
         facts.insert("redirected_total".into(), Value::from(c.redirected));
         facts.insert("passed_to_the_proxy_total".into(), Value::from(c.passed));
+        facts.insert("failed_connects_total".into(), Value::from(c.failed));
+        facts.insert(
+            "detoured_to_the_proxy_total".into(),
+            Value::from(c.detoured),
+        );
         if c.unrecorded > 0 {
             facts.insert("unrecorded_total".into(), Value::from(c.unrecorded));
         }

@@ -9,6 +9,10 @@
 //!                                    └ every second: counters → metrics; every 5 s: sweep
 //! ```
 //!
+//! A new target starts clean: a refusal the watch program recorded for it earlier is
+//! cleared before the route points at it (discovery names it now; if it still refuses, the
+//! first failed connect marks it again).
+//!
 //! The order is the point: the map is updated **first**, so new connects go to the new
 //! primary at once, and only then are the old ones destroyed — a client that reconnects after
 //! the destroy lands on the new primary, never on the old. While no primary is published the
@@ -174,6 +178,20 @@ impl Route {
     /// to the previous target.
     fn switch(&self, new: Option<SocketAddr>) -> Result<(), FastPathError> {
         let fp = &self.shared.fast_path;
+        if let Some(target) = new
+            && Some(target) != *self.lock_last()
+        {
+            // Discovery names it now: give it a clean slate (see the module doc).
+            match fp.clear_refusal(target) {
+                Ok(true) => {
+                    info!(%target, "fast path: the new target had refused a connect earlier; connects are redirected to it again")
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    warn!(%target, error = %e, "fast path: cannot clear the new target's refusal")
+                }
+            }
+        }
         let set = match fp.set_route(self.listen, new) {
             Ok(()) => Ok(new),
             Err(FastPathError::FamilyMismatch { listen, target }) => {
@@ -257,8 +275,13 @@ impl Route {
     /// Once a second: counters into the metrics; every few seconds: a wildcard route
     /// re-expanded to the interface addresses present now, and (once for all routes) a sweep.
     fn maintain(&self) {
-        if let Err(e) = self.shared.sync_counters(&self.metrics) {
-            debug!(error = %e, "fast path: cannot read the counters");
+        match self.shared.sync_counters(&self.metrics) {
+            Ok(0) => {}
+            Ok(failed) => {
+                let refusing = self.shared.fast_path.refusing().unwrap_or_default();
+                warn!(failed, refusing = ?refusing, "fast path: redirected connects did not complete (refused or timed out); connects to those servers are held and relayed by the proxy until one accepts or discovery names another primary");
+            }
+            Err(e) => debug!(error = %e, "fast path: cannot read the counters"),
         }
         let ticks = self.ticks.fetch_add(1, Ordering::Relaxed) + 1;
         if self.listen.ip().is_unspecified() && ticks.is_multiple_of(WILDCARD_REFRESH_TICKS) {

@@ -30,6 +30,7 @@ use crate::config::routes::IMPLICIT_ROUTE;
 use crate::config::{Config, Route, Routes};
 use crate::control::primary::PrimaryWatch;
 use crate::control::sources::shared::SharedSources;
+use crate::control::supervisor::describe_end;
 use crate::data::fastpath::FastPathError;
 use crate::data::listener;
 use crate::ops::admin::{self, AdminState, Exposure, RouteSet};
@@ -341,7 +342,19 @@ fn fallback_watch(config: &Config, started: &[Option<RunningRoute>]) -> Option<P
 fn retire(route: RunningRoute, order: &Shutdown) {
     route.stop_accepting();
     let grace = route.config().shutdown_grace;
-    order.retiring.spawn(route.finish(grace));
+    let name = route.name.clone();
+    report_failure(name, order.retiring.spawn(route.finish(grace)));
+}
+
+/// Logs a route's drain that panicked instead of letting it vanish (the route's connections
+/// are hard-stopped with the process either way).
+fn report_failure(route: Arc<str>, drain: tokio::task::JoinHandle<()>) {
+    tokio::spawn(async move {
+        if let Err(e) = drain.await {
+            let cause = describe_end(Err(e));
+            error!(%route, %cause, "draining the route failed");
+        }
+    });
 }
 
 /// Serves `exposure` (admin or read-only endpoints) on a listener [`Server::bind`] bound, until
@@ -385,11 +398,14 @@ impl Shutdown {
             .into_iter()
             .map(|route| {
                 let grace = route.config().shutdown_grace;
-                tokio::spawn(route.finish(grace))
+                (route.name.clone(), tokio::spawn(route.finish(grace)))
             })
             .collect();
-        for handle in finishing {
-            let _ = handle.await;
+        for (route, handle) in finishing {
+            if let Err(e) = handle.await {
+                let cause = describe_end(Err(e));
+                error!(%route, %cause, "draining the route failed");
+            }
         }
         self.hard_stop.cancel();
         self.retiring.close();

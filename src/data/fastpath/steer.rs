@@ -43,7 +43,7 @@ use super::FastPathError;
 use super::shared::{self, ActiveFacts, Shared};
 use crate::config::{FailoverPolicy, FastPathConfig, FastPathMode, OnFailover};
 use crate::control::primary::PrimaryWatch;
-use crate::control::supervisor::supervise_with;
+use crate::control::supervisor::{spawn_logged, supervise_with};
 use crate::ops::fast_path::{self as status, Inactive};
 use crate::ops::metrics::Metrics;
 
@@ -235,7 +235,8 @@ impl Route {
         let stop = self.stop.clone();
         let mut current = self.current.subscribe();
         let changed_at = Instant::now();
-        tokio::spawn(async move {
+        let task_metrics = self.metrics.clone();
+        spawn_logged("fast path destroy", task_metrics, async move {
             if let Some(delay) = delay {
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}

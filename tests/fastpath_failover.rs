@@ -57,6 +57,14 @@ struct Outcome {
 async fn run(event: Event, fast: bool) -> Outcome {
     let (mut pair, consul) = pair_in_consul().await;
     let proxy = start_proxy(&consul, fast);
+    if fast {
+        // The writers' first connects must find the route pointed at A (before it, they reach
+        // the listener and stay relayed for their life).
+        let a = pair.primary.addr();
+        proxy
+            .wait_for_log(&format!("new=Some({a})"), Duration::from_secs(10))
+            .await;
+    }
     let b = pair.replica.addr();
     let writers = Writers::start(proxy.addr(), 8);
     tokio::time::sleep(LOAD).await;

@@ -211,7 +211,8 @@ impl Route {
         };
         let old = std::mem::replace(&mut *self.lock_last(), routed);
         self.current.send_replace(routed);
-        debug!(listen = %self.listen, ?old, new = ?routed, "fast path: the route follows the primary");
+        // Info: one line per change of target, the fast path's own "failover" line.
+        info!(listen = %self.listen, ?old, new = ?routed, "fast path: the route follows the primary");
         if let Some(old) = old
             && Some(old) != routed
         {

@@ -244,23 +244,28 @@ pub(crate) fn instructions(family: Family, maps: MapFds) -> Result<Vec<Insn>, As
     a.label("count");
     // counter slot = R8 (u32 array index)
     a.stx(Size::W, R10, STACK_COUNTER, R8);
-    // R0 = bpf_map_lookup_elem(&counters, &index)
-    a.ld_map_fd(R1, maps.counters);
-    a.mov64_reg(R2, R10);
-    a.add64_imm(R2, i32::from(STACK_COUNTER));
-    a.call(MAP_LOOKUP_ELEM);
-    // An array lookup of an index < max_entries never fails, but the verifier insists the
-    // NULL case is handled before the pointer is used.
-    a.jeq_imm(R0, 0, "allow");
-    // lock *(u64 *)(R0 + 0) += 1
-    a.mov64_imm(R1, 1);
-    a.atomic_add64(R0, 0, R1);
+    bump_counter(&mut a, maps.counters, STACK_COUNTER, "allow");
 
     // -- 8. Allow the connect (to the rewritten or the original destination).
     a.label("allow");
     a.mov64_imm(R0, 1);
     a.exit();
     a.finish()
+}
+
+/// `counters[index] += 1`, atomically (programs run on all CPUs at once), the u32 index
+/// already at `fp + slot`; clobbers R0–R2. Ends by falling through, or by jumping to `out` on
+/// the NULL lookup the verifier insists is handled (an index < max_entries never fails).
+pub(super) fn bump_counter(a: &mut Asm, counters: i32, slot: i16, out: &'static str) {
+    // R0 = bpf_map_lookup_elem(&counters, &index)
+    a.ld_map_fd(R1, counters);
+    a.mov64_reg(R2, R10);
+    a.add64_imm(R2, i32::from(slot));
+    a.call(MAP_LOOKUP_ELEM);
+    a.jeq_imm(R0, 0, out);
+    // lock *(u64 *)(R0 + 0) += 1
+    a.mov64_imm(R1, 1);
+    a.atomic_add64(R0, 0, R1);
 }
 
 /// Loads `insns` as a cgroup sock_addr program for `family`'s connect hook.

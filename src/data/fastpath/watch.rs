@@ -37,7 +37,8 @@ use super::FastPathError;
 use super::asm::{Asm, AsmError, Insn, R0, R1, R2, R3, R4, R6, R7, R10, Size};
 use super::maps::COUNT_FAILED;
 use super::program::{
-    BPF_ANY, GET_SOCKET_COOKIE, Kind, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MapFds, load_as,
+    BPF_ANY, GET_SOCKET_COOKIE, Kind, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MapFds, bump_counter,
+    load_as,
 };
 
 /// `BPF_PROG_TYPE_SOCK_OPS`.
@@ -99,18 +100,9 @@ pub(crate) fn instructions(maps: MapFds) -> Result<Vec<Insn>, AsmError> {
     a.add64_imm(R3, i32::from(STACK_COOKIE));
     a.mov64_imm(R4, BPF_ANY);
     a.call(MAP_UPDATE_ELEM);
-    // counters[COUNT_FAILED] += 1, atomically.
+    // counters[COUNT_FAILED] += 1
     a.st_imm(Size::W, R10, STACK_COUNTER, COUNT_FAILED);
-    // R0 = bpf_map_lookup_elem(&counters, &index)
-    a.ld_map_fd(R1, maps.counters);
-    a.mov64_reg(R2, R10);
-    a.add64_imm(R2, i32::from(STACK_COUNTER));
-    a.call(MAP_LOOKUP_ELEM);
-    // (never NULL for an index below max_entries, but the verifier wants the check)
-    a.jeq_imm(R0, 0, "done");
-    // lock *(u64 *)(R0 + 0) += 1
-    a.mov64_imm(R1, 1);
-    a.atomic_add64(R0, 0, R1);
+    bump_counter(&mut a, maps.counters, STACK_COUNTER, "done");
     a.ja("done");
 
     // -- TCP_CONNECT_CB: ask for state callbacks on the sockets the connect program

@@ -40,6 +40,10 @@
 #   BENCH_CONNECT_THREADS ["8"]  client threads of the connect workload (one cell per value)
 #   BENCH_IDLE_CONNS [5000]  BENCH_BULK_MB [50]  BENCH_BULK_REPS [5]
 #   BENCH_FAILOVER_ROUNDS [3]  BENCH_FAILOVER_WRITERS [8]
+#   BENCH_FAILOVER_SEMISYNC [1]  semi-synchronous replication in the failover pair: a commit
+#                          is acknowledged once the replica has it, so an acknowledged write
+#                          survives the kill (0: asynchronous; then acked_lost counts what the
+#                          old primary acknowledged but had not shipped — no proxy's doing)
 #   BENCH_OUT [docs/perf]  where the CSVs, results.md and chart.svg go
 #   BENCH_KEEP=1           keep the temp dir (datadirs, logs, raw sysbench output)
 #
@@ -75,6 +79,7 @@ BENCH_BULK_MB=${BENCH_BULK_MB:-50}
 BENCH_BULK_REPS=${BENCH_BULK_REPS:-5}
 BENCH_FAILOVER_ROUNDS=${BENCH_FAILOVER_ROUNDS:-3}
 BENCH_FAILOVER_WRITERS=${BENCH_FAILOVER_WRITERS:-8}
+BENCH_FAILOVER_SEMISYNC=${BENCH_FAILOVER_SEMISYNC:-1}
 BENCH_OUT=${BENCH_OUT:-docs/perf}
 case $BENCH_OUT in /*) ;; *) BENCH_OUT=$ROOT/$BENCH_OUT ;; esac
 mkdir -p "$BENCH_OUT"
@@ -486,9 +491,12 @@ phase_connect() {
   for round in $(seq "$BENCH_ROUNDS"); do
     log "connect round $round/$BENCH_ROUNDS (load $(cut -d' ' -f1-3 /proc/loadavg))"
     for th in $BENCH_CONNECT_THREADS; do
-      # Rotate the target order per cell and round, as the sysbench phase does.
+      # Rotate the target order by one per cell (cell counts across rounds), so each target
+      # takes every position in turn; with two targets the order alternates. (Adding the round
+      # too, as the sysbench phase does within a round, would step by two per round here and
+      # leave an even number of targets in the same order every round.)
       for i in $(seq 0 $((${#targets[@]} - 1))); do
-        run_connect "$round" "$th" "${targets[$(((i + cell + round) % ${#targets[@]}))]}" "$BENCH_TIME"
+        run_connect "$round" "$th" "${targets[$(((i + cell) % ${#targets[@]}))]}" "$BENCH_TIME"
       done
       cell=$((cell + 1))
     done
@@ -543,7 +551,7 @@ phase_bulk() {
 
 phase_failover() {
   log "failover: $BENCH_FAILOVER_ROUNDS round(s), $BENCH_FAILOVER_WRITERS writers per target"
-  echo "round,target,writers,outage_s,outage_start_s,outage_end_s,outage_end_after_promotion_s,promoted_s,published_s,ok_writes,failed_statements,failed_connects,errors_by_kind,acked_lost" \
+  echo "round,target,writers,outage_s,outage_start_s,outage_end_s,outage_end_after_promotion_s,promoted_s,published_s,ok_writes,failed_statements,failed_connects,errors_by_kind,acked_lost,failed_writes" \
     >"$BENCH_OUT/failover.csv"
   local round
   for round in $(seq "$BENCH_FAILOVER_ROUNDS"); do
@@ -560,9 +568,19 @@ failover_round() {
 binlog-format = ROW
 log-slave-updates = ON
 sync-binlog = 0"
-  start_mariadb "fo$round-a" 1 "$bin"
+  # Semi-sync (built into MariaDB): the primary acknowledges a commit once the replica has
+  # received it; the long timeout keeps it from quietly falling back to asynchronous.
+  local semi_a= semi_b=
+  if [ "$BENCH_FAILOVER_SEMISYNC" = 1 ]; then
+    semi_a="
+rpl-semi-sync-master-enabled = ON
+rpl-semi-sync-master-timeout = 30000"
+    semi_b="
+rpl-semi-sync-slave-enabled = ON"
+  fi
+  start_mariadb "fo$round-a" 1 "$bin$semi_a"
   a=$DB_PORT a_sock=$DB_SOCK a_pid=$DB_PID
-  start_mariadb "fo$round-b" 2 "$bin
+  start_mariadb "fo$round-b" 2 "$bin$semi_b
 read-only = ON"
   b=$DB_PORT b_sock=$DB_SOCK b_pid=$DB_PID
   db_admin "$a_sock" "CREATE TABLE bench.writes (id BIGINT AUTO_INCREMENT PRIMARY KEY, src VARCHAR(16) NOT NULL, writer INT NOT NULL, seq INT NOT NULL, UNIQUE KEY (src, writer, seq)) ENGINE=InnoDB"
@@ -572,6 +590,13 @@ read-only = ON"
     sleep 0.1
   done
   [ "$i" -lt 300 ] || die "replica did not replicate the table within 30 s"
+  if [ "$BENCH_FAILOVER_SEMISYNC" = 1 ]; then
+    for i in $(seq 100); do
+      [ "$(db_admin "$a_sock" "SELECT VARIABLE_VALUE FROM information_schema.global_status WHERE VARIABLE_NAME='RPL_SEMI_SYNC_MASTER_STATUS'")" = ON ] && break
+      sleep 0.1
+    done
+    [ "$i" -lt 100 ] || die "semi-synchronous replication did not become active within 10 s (BENCH_FAILOVER_SEMISYNC=0 runs without it)"
+  fi
 
   # Consul double with the leader key, and the proxy following it.
   local consul double_pid

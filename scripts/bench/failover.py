@@ -16,7 +16,10 @@ Per target (one CSV row each; times in seconds relative to the kill):
   outage_start_s / outage_end_s: the last success before it and the first after it;
   outage_end_after_promotion_s: that first success, relative to the promotion (read_only=OFF);
 * promoted_s / published_s: when the hook had promoted the replica and written the Consul key;
-* failed_statements / failed_connects / errors_by_kind: what the clients saw;
+* failed_statements / failed_connects / errors_by_kind: what the clients saw (every attempt:
+  a writer retries a failed write at its own 20 ms pace, so these grow with how fast its
+  reconnects are); failed_writes: the writes that failed at least once (each retried until
+  acknowledged), the count the proxy decides;
 * acked_lost: acknowledged inserts missing on the promoted server afterwards (asynchronous
   replication loses what the old primary acknowledged but had not shipped; not the proxy).
 """
@@ -55,6 +58,7 @@ class Writer(threading.Thread):
         self.failed_statements = 0
         self.failed_connects = 0
         self.kinds = collections.Counter()
+        self.failed_seqs = set()  # the writes (seq) that failed at least once
 
     def run(self):
         conn, seq = None, 0
@@ -64,6 +68,7 @@ class Writer(threading.Thread):
                     conn = Connection("127.0.0.1", self.port, "sbtest", "sbtest", db="bench", timeout=10)
                 except Exception as e:  # noqa: BLE001 - every failure is data here
                     self.failed_connects += 1
+                    self.failed_seqs.add(seq)
                     self.kinds["connect:" + classify(e)] += 1
                     time.sleep(0.02)
                     continue
@@ -75,6 +80,7 @@ class Writer(threading.Thread):
                 seq += 1
             except ServerError as e:
                 self.failed_statements += 1
+                self.failed_seqs.add(seq)
                 self.kinds[classify(e)] += 1
                 if e.code == 1062:
                     # the previous attempt committed but its answer was lost with the connection
@@ -82,6 +88,7 @@ class Writer(threading.Thread):
                 time.sleep(0.02)
             except Exception as e:  # noqa: BLE001
                 self.failed_statements += 1
+                self.failed_seqs.add(seq)
                 self.kinds[classify(e)] += 1
                 conn.close()
                 conn = None
@@ -151,7 +158,8 @@ def main():
             f"{a.round},{name},{a.writers},{outage:.3f},{start - kill:.3f},{end - kill:.3f},"
             f"{end - promoted:.3f},{promoted - kill:.3f},{published - kill:.3f},{len(times)},"
             f"{sum(w.failed_statements for w in ws)},{sum(w.failed_connects for w in ws)},"
-            f"{';'.join(f'{k}:{v}' for k, v in sorted(kinds.items()))},{lost}",
+            f"{';'.join(f'{k}:{v}' for k, v in sorted(kinds.items()))},{lost},"
+            f"{sum(len(w.failed_seqs) for w in ws)}",
             flush=True,
         )
         if lost:

@@ -837,6 +837,36 @@ impl MariaDbPair {
         wait_probe_replicated(&self.primary, &[&self.replica]).await;
     }
 
+    /// Turns on semi-synchronous replication (built into MariaDB): the primary acknowledges a
+    /// commit only once the replica has received it, so a write acknowledged before a kill -9
+    /// is on the replica when it is promoted. The long timeout keeps the primary from falling
+    /// back to asynchronous replication quietly. Waits (bounded) until it is active.
+    pub async fn enable_semi_sync(&self) {
+        self.primary
+            .admin_exec("SET GLOBAL rpl_semi_sync_master_timeout = 30000; SET GLOBAL rpl_semi_sync_master_enabled = ON")
+            .await;
+        self.replica
+            .admin_exec("SET GLOBAL rpl_semi_sync_slave_enabled = ON; STOP SLAVE IO_THREAD; START SLAVE IO_THREAD")
+            .await;
+        let deadline = Instant::now() + DEADLINE;
+        let sql = "SELECT VARIABLE_VALUE FROM information_schema.global_status WHERE VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_STATUS'";
+        while self
+            .primary
+            .try_admin_query_one::<String>(sql)
+            .await
+            .ok()
+            .as_deref()
+            != Some("ON")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{}: semi-synchronous replication not active within {DEADLINE:?}",
+                self.primary.label
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits until the replica applied everything in the primary's binlog (`MASTER_GTID_WAIT`).
     pub async fn wait_caught_up(&self) {
         wait_gtid(&self.replica, &self.primary)

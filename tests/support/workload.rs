@@ -64,6 +64,9 @@ pub enum Style {
 #[derive(Debug, Clone)]
 pub struct ClientError {
     pub at: Instant,
+    /// The write the writer was making (writer, seq): it retries the same one until it is
+    /// acknowledged, so several errors can belong to one write.
+    pub write: (u32, u64),
     pub kind: ErrorKind,
     pub during: During,
     pub message: String,
@@ -80,6 +83,14 @@ pub struct Report {
 impl Report {
     pub fn count(&self, kind: ErrorKind) -> usize {
         self.errors.iter().filter(|e| e.kind == kind).count()
+    }
+
+    /// The writes that failed at least once (each is retried until acknowledged): what the
+    /// application had to retry, however often its own retry pace made it try.
+    pub fn failed_writes(&self) -> usize {
+        let writes: std::collections::HashSet<(u32, u64)> =
+            self.errors.iter().map(|e| e.write).collect();
+        writes.len()
     }
 
     /// Errors seen while doing `during`.
@@ -224,6 +235,7 @@ async fn write_loop(
                     Err(e) => {
                         report.errors.push(ClientError {
                             at: Instant::now(),
+                            write: (writer, seq + 1),
                             kind: classify(&e),
                             during: During::Connect,
                             message: e.to_string(),
@@ -244,6 +256,7 @@ async fn write_loop(
                 // The pool's business: replace the connection at once, nothing to report upward.
                 report.errors.push(ClientError {
                     at: Instant::now(),
+                    write: (writer, seq + 1),
                     kind: classify(&e),
                     during: During::Validate,
                     message: e.to_string(),
@@ -266,6 +279,7 @@ async fn write_loop(
                 let kind = classify(&e);
                 report.errors.push(ClientError {
                     at: Instant::now(),
+                    write: (writer, seq + 1),
                     kind,
                     during: During::Statement,
                     message: e.to_string(),

@@ -29,6 +29,13 @@
 //!
 //! Every path returns 1; a sock_ops program's return value only matters for the ops that ask
 //! for a reply, none of which it handles.
+//!
+//! Why a server that *ends* a redirected connection is not marked too (it would catch a
+//! crashed primary before the first reconnect reaches it): the server's FIN arriving first
+//! (`ESTABLISHED → CLOSE_WAIT`) is no sign of a dead server. A client's normal exit sends
+//! `COM_QUIT` and closes, and the server, woken by `COM_QUIT`, often closes before the
+//! client process gets to — tried with the `mariadb` CLI: its next connect would have been
+//! detoured, so ordinary connect-per-request clients would keep falling back to the relay.
 #![forbid(unsafe_code)]
 
 use std::os::fd::OwnedFd;

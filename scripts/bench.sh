@@ -610,8 +610,12 @@ read-only = ON"
   done
   [ -n "$consul" ] || die "consul-double did not start: $(tail -5 "$WORK/double-$round.log")"
   curl -sf -X PUT --data "127.0.0.1:$a" "http://$consul/v1/kv/service/mysql/leader" >/dev/null
+  # Both of ours fence (verify_writable, as the README advises with the fast path); with its
+  # monitor user the fast path also keeps a liveness session on the primary.
+  local fence=(--verify-writable --monitor-user sbtest)
+  export CONSUL_MYSQL_PROXY_MONITOR_PASSWORD=sbtest
   start_ours "fo$round-pump" --discovery consul-kv --kv-key service/mysql/leader \
-    --consul "http://$consul" --relay pump --log-level info
+    --consul "http://$consul" --relay pump --log-level info "${fence[@]}"
   local ours_port=$OURS_PORT ours_pid=$OURS_PID specs=()
   specs+=("ours=$ours_port")
   # The same proxy with the fast path: its writers' connects are rewritten to the primary, and
@@ -620,7 +624,8 @@ read-only = ON"
   if failover_with_fastpath; then
     make_fastpath_cgroup
     start_ours "fo$round-fastpath" --discovery consul-kv --kv-key service/mysql/leader \
-      --consul "http://$consul" --log-level info --fast-path connect --fast-path-cgroup "$FASTPATH_CG"
+      --consul "http://$consul" --log-level info --fast-path connect --fast-path-cgroup "$FASTPATH_CG" \
+      "${fence[@]}"
     fp_pid=$OURS_PID
     specs+=("fastpath=$OURS_PORT")
   fi

@@ -1151,6 +1151,77 @@ async fn after_a_refused_redirected_connect_the_next_ones_are_held_until_the_ser
     assert_eq!(fp["detoured_to_the_proxy_total"], 1, "{fp}");
 }
 
+/// With `verify_writable` (a monitor user) the proxy keeps one idle session to the primary:
+/// when the primary's process is killed, that session breaks with the applications' own
+/// connections, and the connects after it are held by the proxy — none reaches the dead
+/// server to be refused (without the session, the first one is: the test above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_monitor_user_a_killed_primary_is_marked_before_a_connect_reaches_it() {
+    use support::mariadb::MariaDb;
+    let Some(cg) =
+        proxy_cgroup("with_a_monitor_user_a_killed_primary_is_marked_before_a_connect_reaches_it")
+    else {
+        return;
+    };
+    let db = MariaDb::start("127.0.0.1".parse().unwrap()).await;
+    // Fencing re-checks only once a minute here: the session, not a failed re-check, must be
+    // what keeps the next connect off the dead server.
+    let proxy = with_fast_path(
+        ProxyArgs::backend(db.addr()),
+        &cg,
+        &[
+            "--hold-timeout",
+            "20s",
+            "--verify-writable",
+            "--monitor-user",
+            "admin",
+            "--verify-interval",
+            "60s",
+            "--log-level",
+            "debug",
+        ],
+    )
+    .start_with_env(&[("CONSUL_MYSQL_PROXY_MONITOR_PASSWORD", "admin")]);
+    wait_route(&proxy, Some(db.addr())).await;
+    proxy
+        .wait_for_log("fast path liveness: watching the primary", T)
+        .await;
+    let mut inside = Helper::client_in(&cg);
+    let (_, peer) = inside.connect("a", proxy.addr());
+    assert_eq!(peer, db.addr(), "redirected");
+
+    let from = proxy.log.len();
+    db.kill9();
+    assert_eq!(
+        inside.ask("wait a"),
+        "ended eof",
+        "the kill ends the redirected connection"
+    );
+    proxy
+        .wait_for_log_from(from, "liveness session to the primary broke", T)
+        .await;
+    let (_, peer) = inside.connect("h", proxy.addr());
+    assert_eq!(
+        peer,
+        proxy.addr(),
+        "detoured to the proxy, not sent to the dead server"
+    );
+    proxy
+        .wait_for_metric("consul_mysql_proxy_connections_held", 1.0, T)
+        .await;
+    let fp = fast_path_status(&proxy).await;
+    assert_eq!(
+        fp["failed_connects_total"], 0,
+        "no connect was refused: {fp}"
+    );
+    assert!(
+        fp["refusing"]
+            .as_str()
+            .is_some_and(|r| r.contains(&db.addr().to_string())),
+        "{fp}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_the_proxy_removes_its_redirect() {
     let Some(cg) = proxy_cgroup("sigkill_of_the_proxy_removes_its_redirect") else {

@@ -124,6 +124,7 @@ impl BoundRoute {
                 local_addr,
                 primary.clone(),
                 config.failover,
+                config.fence.clone(),
                 metrics.clone(),
                 tokens.stop_accepting.child_token(),
             )

@@ -284,9 +284,11 @@ async fn write_loop(
                     during: During::Statement,
                     message: e.to_string(),
                 });
-                // A duplicate means the previous attempt was applied but its ack was lost: move on.
-                if matches!(&e, mysql_async::Error::Server(s) if s.code == 1062) {
+                // A duplicate means the previous attempt was applied but its ack was lost: the
+                // write is there, so move on at once on the same connection (no retry pause).
+                if kind == ErrorKind::AlreadyApplied {
                     seq = next;
+                    continue;
                 }
                 conn = None;
                 tokio::time::sleep(Duration::from_millis(20)).await;

@@ -51,7 +51,9 @@
 //!   connect that does not complete (refused, timed out) marks its target (`watch`), and
 //!   later connects to the route are held and relayed by the proxy until that server accepts
 //!   again or discovery names another — the first application to hit a dead primary gets
-//!   the error, the ones after it are held.
+//!   the error, the ones after it are held. With `verify_writable` on, a primary whose
+//!   process dies is caught before that first connect: [`liveness`] keeps one idle session
+//!   on it as the monitor user and marks it the moment that session breaks.
 //! - **No hold across "no primary".** While a route has no target (`set_route(listen,
 //!   None)`), connects reach the proxy's own listener, which holds them as usual — and those
 //!   connections stay relayed for their whole life, even after a primary is known.
@@ -95,6 +97,7 @@
 mod asm;
 mod cgroup;
 mod error;
+mod liveness;
 mod maps;
 mod program;
 mod routes;
@@ -541,6 +544,21 @@ impl FastPath {
                 ))?;
         }
         Ok(cleared)
+    }
+
+    /// Marks `target` as refusing from user space, as the watch program does for a failed
+    /// redirected connect: connects to routes pointing at it reach the proxy's listener
+    /// until the mark is cleared. The value is cookie 0 (no socket: the proxy's own finding).
+    pub fn mark_refusing(&self, target: SocketAddr) -> Result<(), FastPathError> {
+        for key in maps::refusal_keys(target) {
+            self.maps
+                .refusals
+                .update(&key, &0u64.to_ne_bytes(), BPF_ANY)
+                .map_err(FastPathError::kernel(
+                    "marking a server as refusing (BPF_MAP_UPDATE_ELEM)",
+                ))?;
+        }
+        Ok(())
     }
 
     /// The targets marked as refusing now (a redirected connect to them failed, and nothing

@@ -40,8 +40,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::FastPathError;
+use super::liveness;
 use super::shared::{self, ActiveFacts, Shared};
-use crate::config::{FailoverPolicy, FastPathConfig, FastPathMode, OnFailover};
+use crate::config::{FailoverPolicy, FastPathConfig, FastPathMode, FenceConfig, OnFailover};
 use crate::control::primary::PrimaryWatch;
 use crate::control::supervisor::{spawn_logged, supervise_with};
 use crate::ops::fast_path::{self as status, Inactive};
@@ -61,11 +62,15 @@ const WILDCARD_REFRESH_TICKS: u32 = 5;
 /// - `connect`: a host that cannot do it is an error, naming the missing piece and the fix
 ///   (the proxy exits 64 on it);
 /// - `auto`: such a host logs one warning and every connection is relayed.
+///
+/// With `fence` (`verify_writable` on), the route's target is also watched over one idle
+/// session as the monitor user ([`liveness`]).
 pub fn start(
     config: &FastPathConfig,
     listen: SocketAddr,
     primary: PrimaryWatch,
     policy: FailoverPolicy,
+    fence: Option<FenceConfig>,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) -> Result<(), FastPathError> {
@@ -92,6 +97,8 @@ pub fn start(
         shared,
         listen,
         policy,
+        fence,
+        liveness: Mutex::new(None),
         metrics: metrics.clone(),
         stop: stop.clone(),
         last: Mutex::new(None),
@@ -131,6 +138,10 @@ struct Route {
     shared: Arc<Shared>,
     listen: SocketAddr,
     policy: FailoverPolicy,
+    /// The monitor user, when `verify_writable` is on: the target's liveness session.
+    fence: Option<FenceConfig>,
+    /// The target whose liveness session runs, and the token that stops it.
+    liveness: Mutex<Option<(SocketAddr, CancellationToken)>>,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
     /// The target the routes map has for `listen` (`None`: not rewritten), as last set.
@@ -211,6 +222,7 @@ impl Route {
         };
         let old = std::mem::replace(&mut *self.lock_last(), routed);
         self.current.send_replace(routed);
+        self.follow_liveness(routed);
         // Info: one line per change of target, the fast path's own "failover" line.
         info!(listen = %self.listen, ?old, new = ?routed, "fast path: the route follows the primary");
         if let Some(old) = old
@@ -264,8 +276,34 @@ impl Route {
         });
     }
 
+    /// Keeps one liveness session on `routed` (with a monitor user), none otherwise.
+    fn follow_liveness(&self, routed: Option<SocketAddr>) {
+        let mut slot = self.liveness.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some((watched, token)), Some(target)) = (slot.as_ref(), routed)
+            && *watched == target
+            && !token.is_cancelled()
+        {
+            return;
+        }
+        if let Some((_, token)) = slot.take() {
+            token.cancel();
+        }
+        if let (Some(target), Some(fence)) = (routed, &self.fence) {
+            let token = self.stop.child_token();
+            liveness::watch(
+                target,
+                fence.clone(),
+                self.shared.clone(),
+                self.metrics.clone(),
+                token.clone(),
+            );
+            *slot = Some((target, token));
+        }
+    }
+
     /// Connects to `listen` reach the proxy's listener again (no entry in the map at all).
     fn unroute(&self) {
+        self.follow_liveness(None);
         match self.shared.fast_path.remove_route(self.listen) {
             Ok(_) => {}
             Err(e) => {

@@ -1,0 +1,162 @@
+//! Liveness: with `verify_writable` on (a monitor user), one idle MySQL session to the
+//! primary a route steers to, so the fast path learns the moment the primary's process is
+//! gone — before the applications' reconnects reach it.
+//!
+//! ```text
+//!  steer: route → A ──watch(A)──▶ task: log in as monitor_user ─▶ DO SLEEP(5), again, again…
+//!                                 the session breaks (EOF, reset) ─▶ mark A refusing (kernel map)
+//!  next connect() to the route ─▶ not rewritten ─▶ the proxy's listener: held while A refuses,
+//!                                 relayed once a primary accepts
+//!  the session logs in again, a relayed connect reaches A, or discovery names another ─▶ unmark A
+//! ```
+//!
+//! Why: a redirected connect goes straight to the server. When the primary's process dies,
+//! the kernel closes every one of its sockets at once — the applications' and this session's.
+//! The applications see their connections end and reconnect; this task marks the server in
+//! the same instant, so the reconnects are detoured to the proxy, which holds them and relays
+//! them to whatever primary accepts, as it does for any refused backend. Without it, the
+//! first reconnect reaches the dead server and is refused (the watch program then marks it,
+//! so only that one application gets the error).
+//!
+//! - A session as the monitor user, never a bare TCP connect: MariaDB and MySQL count
+//!   connections that end before login against `max_connect_errors` and then block the
+//!   proxy's host.
+//! - `DO SLEEP(5)` in a loop rather than one long sleep: a server does not notice a client
+//!   gone during `SLEEP`, so when the route moves on, the old server's thread is left at most
+//!   5 s. The statement is tagged so an operator can tell it in the process list.
+//! - Only a broken session marks the server. A server error (the statement or the session
+//!   killed by an operator, `max_statement_time`) means the server is alive: the task logs
+//!   in again. A login that fails (wrong password, too many connections) marks nothing
+//!   either: the watch program catches a refused connect on its own.
+//! - What it does not catch: a server that hangs (the session waits like everything else:
+//!   discovery and fencing handle that), or a host that vanishes without closing its sockets
+//!   (no FIN reaches anyone; the applications' own timeouts and discovery handle that).
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, OptsBuilder};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::shared::Shared;
+use crate::config::FenceConfig;
+use crate::control::supervisor::spawn_logged;
+use crate::ops::metrics::Metrics;
+
+/// The statement the session repeats; its comment names it in `SHOW PROCESSLIST`.
+pub(crate) const STATEMENT: &str = "DO SLEEP(5) /* consul-mysql-proxy: fast path liveness */";
+/// How long a login may take.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause before logging in again after a failed login or a killed session (doubles to 30 s).
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// How one session ended.
+enum Ended {
+    /// The connection itself broke: the server's process (or its host's network) is gone.
+    Broken(String),
+    /// The server answered with an error, or the login failed: it is there.
+    Refused(String),
+    /// `stop` was cancelled.
+    Stopped,
+}
+
+/// Watches `target` until `stop` is cancelled (the route moved on or stops).
+pub(crate) fn watch(
+    target: SocketAddr,
+    fence: FenceConfig,
+    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    spawn_logged(
+        "fast path liveness",
+        metrics,
+        run(target, fence, shared, stop),
+    );
+}
+
+async fn run(target: SocketAddr, fence: FenceConfig, shared: Arc<Shared>, stop: CancellationToken) {
+    let mut retry = RETRY_FIRST;
+    // Set while this task's mark is in the map: the next login clears it.
+    let mut marked = false;
+    loop {
+        match session(target, &fence, &stop, &mut marked, &shared).await {
+            Ended::Stopped => return,
+            Ended::Broken(why) => {
+                match shared.fast_path.mark_refusing(target) {
+                    Ok(()) => {
+                        marked = true;
+                        warn!(%target, cause = %why, "fast path: the liveness session to the primary broke; connects to it are relayed (held while it refuses) until it accepts again or discovery names another primary");
+                    }
+                    Err(e) => {
+                        warn!(%target, cause = %why, error = %e, "fast path: the liveness session to the primary broke, and marking it failed")
+                    }
+                }
+                retry = RETRY_FIRST;
+            }
+            Ended::Refused(why) => {
+                debug!(%target, cause = %why, retry_in_ms = retry.as_millis() as u64, "fast path liveness: no session");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(retry) => {}
+            () = stop.cancelled() => return,
+        }
+        retry = (retry * 2).min(RETRY_MAX);
+    }
+}
+
+/// One session: log in, then repeat the statement until the session ends.
+async fn session(
+    target: SocketAddr,
+    fence: &FenceConfig,
+    stop: &CancellationToken,
+    marked: &mut bool,
+    shared: &Shared,
+) -> Ended {
+    let opts = OptsBuilder::default()
+        .ip_or_hostname(target.ip().to_string())
+        .tcp_port(target.port())
+        .user(Some(fence.user.clone()))
+        .pass(Some(fence.password.expose().to_owned()))
+        .prefer_socket(false);
+    let login = tokio::select! {
+        login = tokio::time::timeout(LOGIN_TIMEOUT, Conn::new(opts)) => login,
+        () = stop.cancelled() => return Ended::Stopped,
+    };
+    let mut conn = match login {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => return Ended::Refused(format!("cannot log in as {}: {e}", fence.user)),
+        Err(_) => return Ended::Refused(format!("no login within {LOGIN_TIMEOUT:?}")),
+    };
+    debug!(%target, user = %fence.user, "fast path liveness: watching the primary over a monitor session");
+    if std::mem::take(marked) {
+        // It accepts a login again: connects to it may be redirected again.
+        match shared.fast_path.clear_refusal(target) {
+            Ok(_) => {
+                info!(%target, "fast path: the liveness session to the primary is back; connects are redirected to it again")
+            }
+            Err(e) => warn!(%target, error = %e, "fast path: cannot clear the mark"),
+        }
+    }
+    loop {
+        let result = tokio::select! {
+            result = conn.query_drop(STATEMENT) => result,
+            // Dropping the session closes it; the server ends its SLEEP within 5 s.
+            () = stop.cancelled() => return Ended::Stopped,
+        };
+        match result {
+            Ok(()) => {}
+            Err(mysql_async::Error::Server(e)) => return Ended::Refused(e.to_string()),
+            Err(e @ (mysql_async::Error::Io(_) | mysql_async::Error::Driver(_))) => {
+                return Ended::Broken(e.to_string());
+            }
+            Err(e) => return Ended::Refused(e.to_string()),
+        }
+    }
+}

@@ -225,7 +225,7 @@ impl FactSource for ActiveFacts {
             facts.insert(
                 "refusing".into(),
                 Value::from(format!(
-                    "{} (a redirected connect failed: connects are held and relayed until it accepts one)",
+                    "{} (a redirected connect failed, or the liveness session to it broke: connects are held and relayed until it accepts one)",
                     refusing.join(", ")
                 )),
             );

@@ -1186,6 +1186,12 @@ async fn with_a_monitor_user_a_killed_primary_is_marked_before_a_connect_reaches
     proxy
         .wait_for_log("fast path liveness: watching the primary", T)
         .await;
+    let fp = fast_path_status(&proxy).await;
+    assert_eq!(
+        fp["liveness"],
+        format!("{}: session open as admin", db.addr()),
+        "{fp}"
+    );
     let mut inside = Helper::client_in(&cg);
     let (_, peer) = inside.connect("a", proxy.addr());
     assert_eq!(peer, db.addr(), "redirected");
@@ -1213,6 +1219,10 @@ async fn with_a_monitor_user_a_killed_primary_is_marked_before_a_connect_reaches
     assert_eq!(
         fp["failed_connects_total"], 0,
         "no connect was refused: {fp}"
+    );
+    assert!(
+        fp["liveness"].as_str().is_some_and(|l| l.contains("broke")),
+        "{fp}"
     );
     assert!(
         fp["refusing"]
@@ -1288,7 +1298,13 @@ async fn the_mariadb_cli_in_the_cgroup_talks_to_mariadb_directly() {
     let accepted = "consul_mysql_proxy_connections_accepted_total";
     let relayed = "consul_mysql_proxy_relayed_bytes_total";
     assert_eq!(answer(cg.command(Path::new("mariadb"))), Some(db.port()));
-    assert_eq!(proxy.metric(accepted).await, Some(0.0), "never accepted");
+    let accepted_now = proxy.metric(accepted).await;
+    if accepted_now != Some(0.0) {
+        // The kernel's counters tell a connect of this CLI that was not rewritten (passed,
+        // detoured) from a stray one (CI saw two accepted once, unexplained).
+        let fp = fast_path_status(&proxy).await;
+        panic!("never accepted: {accepted_now:?} accepted; fast path: {fp}");
+    }
     assert_eq!(proxy.metric_sum(relayed).await, 0.0, "relayed 0 bytes");
     assert_eq!(answer(Command::new("mariadb")), Some(db.port()));
     assert_eq!(

@@ -86,8 +86,15 @@ async fn run(target: SocketAddr, fence: FenceConfig, shared: Arc<Shared>, stop: 
     let mut marked = false;
     loop {
         match session(target, &fence, &stop, &mut marked, &shared).await {
-            Ended::Stopped => return,
+            Ended::Stopped => {
+                shared.note_liveness(target, None);
+                return;
+            }
             Ended::Broken(why) => {
+                shared.note_liveness(
+                    target,
+                    Some(format!("broke ({why}); connects are held and relayed")),
+                );
                 match shared.fast_path.mark_refusing(target) {
                     Ok(()) => {
                         marked = true;
@@ -100,12 +107,18 @@ async fn run(target: SocketAddr, fence: FenceConfig, shared: Arc<Shared>, stop: 
                 retry = RETRY_FIRST;
             }
             Ended::Refused(why) => {
+                if !marked {
+                    shared.note_liveness(target, Some(format!("no session: {why}; retrying")));
+                }
                 debug!(%target, cause = %why, retry_in_ms = retry.as_millis() as u64, "fast path liveness: no session");
             }
         }
         tokio::select! {
             () = tokio::time::sleep(retry) => {}
-            () = stop.cancelled() => return,
+            () = stop.cancelled() => {
+                shared.note_liveness(target, None);
+                return;
+            }
         }
         retry = (retry * 2).min(RETRY_MAX);
     }
@@ -134,6 +147,7 @@ async fn session(
         Ok(Err(e)) => return Ended::Refused(format!("cannot log in as {}: {e}", fence.user)),
         Err(_) => return Ended::Refused(format!("no login within {LOGIN_TIMEOUT:?}")),
     };
+    shared.note_liveness(target, Some(format!("session open as {}", fence.user)));
     debug!(%target, user = %fence.user, "fast path liveness: watching the primary over a monitor session");
     if std::mem::take(marked) {
         // It accepts a login again: connects to it may be redirected again.

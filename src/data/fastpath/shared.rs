@@ -58,6 +58,8 @@ pub(crate) struct Shared {
     open: AtomicU64,
     /// Redirected sockets destroyed at failovers since load.
     closed_by_failover: AtomicU64,
+    /// What each liveness session (`verify_writable` on) is doing, by target.
+    liveness: Mutex<BTreeMap<SocketAddr, String>>,
 }
 
 /// The fast path attached to `cgroup` (default: the cgroup v2 root): the one this process
@@ -81,6 +83,7 @@ pub(crate) fn acquire(cgroup: Option<&Path>) -> Result<Arc<Shared>, FastPathErro
         sweeping: AtomicBool::new(false),
         open: AtomicU64::new(0),
         closed_by_failover: AtomicU64::new(0),
+        liveness: Mutex::new(BTreeMap::new()),
     });
     loaded.retain(|_, w| w.strong_count() > 0);
     loaded.insert(dir, Arc::downgrade(&shared));
@@ -166,6 +169,15 @@ impl Shared {
         Ok(())
     }
 
+    /// The liveness session to `target` is in `state` (`None`: it stopped).
+    pub(crate) fn note_liveness(&self, target: SocketAddr, state: Option<String>) {
+        let mut sessions = self.liveness.lock().unwrap_or_else(|e| e.into_inner());
+        match state {
+            Some(state) => sessions.insert(target, state),
+            None => sessions.remove(&target),
+        };
+    }
+
     /// `n` redirected sockets were destroyed at a failover.
     pub(crate) fn note_closed(&self, n: usize, metrics: &Metrics) {
         self.closed_by_failover
@@ -249,6 +261,14 @@ impl FactSource for ActiveFacts {
             "closed_by_failover_total".into(),
             Value::from(shared.closed_by_failover.load(Ordering::Relaxed)),
         );
+        let sessions = shared.liveness.lock().unwrap_or_else(|e| e.into_inner());
+        if !sessions.is_empty() {
+            let described: Vec<String> = sessions
+                .iter()
+                .map(|(target, state)| format!("{target}: {state}"))
+                .collect();
+            facts.insert("liveness".into(), Value::from(described.join("; ")));
+        }
         facts
     }
 }

@@ -1192,6 +1192,22 @@ async fn with_a_monitor_user_a_killed_primary_is_marked_before_a_connect_reaches
         format!("{}: session open as admin", db.addr()),
         "{fp}"
     );
+    // An operator killing the session looks like a dead server for a moment: the session
+    // logs in again at once, which clears the mark.
+    let from = proxy.log.len();
+    let id: u64 = db
+        .admin_query_one(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE 'DO SLEEP(5)%fast path liveness%'",
+        )
+        .await;
+    db.admin_exec(&format!("KILL {id}")).await;
+    let back = proxy
+        .wait_for_log_from(from, "the liveness session to the primary is back", T)
+        .await;
+    let fp = fast_path_status(&proxy).await;
+    assert!(fp.get("refusing").is_none(), "{fp}");
+    eprintln!("after KILL: {back}");
+
     let mut inside = Helper::client_in(&cg);
     let (_, peer) = inside.connect("a", proxy.addr());
     assert_eq!(peer, db.addr(), "redirected");

@@ -24,10 +24,12 @@
 //! - `DO SLEEP(5)` in a loop rather than one long sleep: a server does not notice a client
 //!   gone during `SLEEP`, so when the route moves on, the old server's thread is left at most
 //!   5 s. The statement is tagged so an operator can tell it in the process list.
-//! - Only a broken session marks the server. A server error (the statement or the session
-//!   killed by an operator, `max_statement_time`) means the server is alive: the task logs
-//!   in again. A login that fails (wrong password, too many connections) marks nothing
-//!   either: the watch program catches a refused connect on its own.
+//! - Only a broken session marks the server, and the task logs in again at once: a session
+//!   an operator kills (`KILL`) ends exactly like a dead server's, so it is marked for the
+//!   few milliseconds that login takes. A statement error (`max_statement_time`) means the
+//!   server is alive: nothing is marked. A login that fails (wrong password, too many
+//!   connections) marks nothing either: the watch program catches a refused connect on its
+//!   own. (`KILL QUERY` just ends the `SLEEP` early; the loop goes on.)
 //! - What it does not catch: a server that hangs (the session waits like everything else:
 //!   discovery and fencing handle that), or a host that vanishes without closing its sockets
 //!   (no FIN reaches anyone; the applications' own timeouts and discovery handle that).
@@ -59,8 +61,11 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 enum Ended {
     /// The connection itself broke: the server's process (or its host's network) is gone.
     Broken(String),
-    /// The server answered with an error, or the login failed: it is there.
+    /// The login failed: the server may be there (a wrong password, too many connections).
     Refused(String),
+    /// The server ended an open session with an error (`KILL`, `max_statement_time`): it is
+    /// there; log in again soon.
+    Interrupted(String),
     /// `stop` was cancelled.
     Stopped,
 }
@@ -104,6 +109,13 @@ async fn run(target: SocketAddr, fence: FenceConfig, shared: Arc<Shared>, stop: 
                         warn!(%target, cause = %why, error = %e, "fast path: the liveness session to the primary broke, and marking it failed")
                     }
                 }
+                // Log in again at once: a session an operator killed (`KILL`) ends exactly like
+                // a dead server's, and a login that succeeds clears the mark within a few
+                // milliseconds; a dead server refuses it, and the waits grow from there.
+                retry = Duration::ZERO;
+            }
+            Ended::Interrupted(why) => {
+                debug!(%target, cause = %why, "fast path liveness: the server ended the session; logging in again");
                 retry = RETRY_FIRST;
             }
             Ended::Refused(why) => {
@@ -120,7 +132,11 @@ async fn run(target: SocketAddr, fence: FenceConfig, shared: Arc<Shared>, stop: 
                 return;
             }
         }
-        retry = (retry * 2).min(RETRY_MAX);
+        retry = if retry.is_zero() {
+            RETRY_FIRST
+        } else {
+            (retry * 2).min(RETRY_MAX)
+        };
     }
 }
 
@@ -166,11 +182,10 @@ async fn session(
         };
         match result {
             Ok(()) => {}
-            Err(mysql_async::Error::Server(e)) => return Ended::Refused(e.to_string()),
             Err(e @ (mysql_async::Error::Io(_) | mysql_async::Error::Driver(_))) => {
                 return Ended::Broken(e.to_string());
             }
-            Err(e) => return Ended::Refused(e.to_string()),
+            Err(e) => return Ended::Interrupted(e.to_string()),
         }
     }
 }

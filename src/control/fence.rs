@@ -36,13 +36,19 @@ pub async fn check(backend: &Backend, fence: &FenceConfig, timeout: Duration) ->
     }
 }
 
-async fn ask(backend: &Backend, fence: &FenceConfig) -> Writability {
-    let opts = OptsBuilder::default()
-        .ip_or_hostname(backend.addr.ip().to_string())
-        .tcp_port(backend.addr.port())
+/// How the monitor user logs in to `addr` over TCP (fencing here, and the kernel fast path's
+/// liveness session).
+pub fn monitor_opts(addr: std::net::SocketAddr, fence: &FenceConfig) -> OptsBuilder {
+    OptsBuilder::default()
+        .ip_or_hostname(addr.ip().to_string())
+        .tcp_port(addr.port())
         .user(Some(fence.user.clone()))
         .pass(Some(fence.password.expose().to_owned()))
-        .prefer_socket(false);
+        .prefer_socket(false)
+}
+
+async fn ask(backend: &Backend, fence: &FenceConfig) -> Writability {
+    let opts = monitor_opts(backend.addr, fence);
     let mut conn = match Conn::new(opts).await {
         Ok(conn) => conn,
         Err(e) => return Writability::Unknown(format!("cannot connect as {}: {e}", fence.user)),

@@ -39,13 +39,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, OptsBuilder};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::shared::Shared;
 use crate::config::FenceConfig;
+use crate::control::fence::monitor_opts;
 use crate::control::supervisor::spawn_logged;
 use crate::ops::metrics::Metrics;
 
@@ -148,12 +149,7 @@ async fn session(
     marked: &mut bool,
     shared: &Shared,
 ) -> Ended {
-    let opts = OptsBuilder::default()
-        .ip_or_hostname(target.ip().to_string())
-        .tcp_port(target.port())
-        .user(Some(fence.user.clone()))
-        .pass(Some(fence.password.expose().to_owned()))
-        .prefer_socket(false);
+    let opts = monitor_opts(target, fence);
     let login = tokio::select! {
         login = tokio::time::timeout(LOGIN_TIMEOUT, Conn::new(opts)) => login,
         () = stop.cancelled() => return Ended::Stopped,

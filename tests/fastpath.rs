@@ -1189,7 +1189,7 @@ async fn with_a_monitor_user_a_killed_primary_is_marked_before_a_connect_reaches
     let fp = fast_path_status(&proxy).await;
     assert_eq!(
         fp["liveness"],
-        format!("{}: session open as admin", db.addr()),
+        format!("{} → {}: session open as admin", proxy.addr(), db.addr()),
         "{fp}"
     );
     // An operator killing the session looks like a dead server for a moment: the session
@@ -1222,6 +1222,12 @@ async fn with_a_monitor_user_a_killed_primary_is_marked_before_a_connect_reaches
     proxy
         .wait_for_log_from(from, "liveness session to the primary broke", T)
         .await;
+    // The operator's KILL above broke it once, the kill -9 a second time (the logins
+    // refused since then are no breaks).
+    let breaks = proxy
+        .wait_for_metric("consul_mysql_proxy_fast_path_liveness_breaks_total", 2.0, T)
+        .await;
+    assert_eq!(breaks, 2.0);
     let (_, peer) = inside.connect("h", proxy.addr());
     assert_eq!(
         peer,
@@ -1293,11 +1299,17 @@ async fn the_mariadb_cli_in_the_cgroup_talks_to_mariadb_directly() {
         return;
     };
     let db = MariaDb::start("127.0.0.1".parse().unwrap()).await;
-    let proxy = with_fast_path(ProxyArgs::backend(db.addr()), &cg, &[]).start();
+    // The proxy listens on a loopback address of this test's own: the port the kernel hands
+    // out may have been another test's server a moment ago, and that test's clients still
+    // dialling 127.0.0.1 on it (a reconnect loop, a fencing check) would land on this proxy
+    // and count as accepted sessions (a CI run once saw two, 58 ms apart).
+    let listen = format!("127.211.{}.1:0", std::process::id() % 250 + 1);
+    let proxy = with_fast_path(ProxyArgs::backend(db.addr()), &cg, &["--listen", &listen]).start();
     wait_route(&proxy, Some(db.addr())).await;
     let sql = "SELECT @@port";
     let args = |cmd: &mut Command| {
-        cmd.args(CLI_APP).args(["-N", "-B", "-e", sql]);
+        cmd.args(["--protocol=TCP", "-uapp", "-papp", "-N", "-B", "-e", sql]);
+        cmd.arg(format!("-h{}", proxy.addr().ip()));
         cmd.arg(format!("-P{}", proxy.addr().port()));
     };
     // What the server answers, through the CLI's own process: the port it listens on.

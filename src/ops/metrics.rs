@@ -83,6 +83,9 @@ pub struct Metrics {
     /// Redirected connects that did not complete (refused, timed out); each marks its target
     /// so that the next connects are held and relayed by the proxy.
     pub fast_path_failed_connects: Counter,
+    /// Liveness sessions (`verify_writable` with the fast path) that broke; each marks its
+    /// server so that the next connects are held and relayed.
+    pub fast_path_liveness_breaks: Counter,
     /// The same per-backend gauges, iterable for `/status` (a `Family` cannot be listed).
     backends: std::sync::Mutex<std::collections::BTreeMap<std::net::SocketAddr, Gauge>>,
 }
@@ -119,6 +122,7 @@ impl Default for Metrics {
             fast_path_open: Gauge::default(),
             fast_path_closed_by_failover: Counter::default(),
             fast_path_failed_connects: Counter::default(),
+            fast_path_liveness_breaks: Counter::default(),
             backends: Default::default(),
         }
     }
@@ -308,6 +312,11 @@ impl Metrics {
             "fast_path_failed_connects",
             "Redirected connects that did not complete (refused, timed out); the next connects to that server are held and relayed until it accepts one",
             self.fast_path_failed_connects.clone(),
+        );
+        r.register(
+            "fast_path_liveness_breaks",
+            "Fast-path liveness sessions to a primary that broke (its process died, its host closed the connection, or an operator killed the session); each marks the server so connects to it are held and relayed until a login succeeds",
+            self.fast_path_liveness_breaks.clone(),
         );
         r
     }

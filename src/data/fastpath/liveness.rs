@@ -37,17 +37,18 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use super::shared::Shared;
 use crate::config::FenceConfig;
 use crate::control::fence::monitor_opts;
-use crate::control::supervisor::spawn_logged;
+use crate::control::supervisor::supervise_with;
 use crate::ops::metrics::Metrics;
 
 /// The statement the session repeats; its comment names it in `SHOW PROCESSLIST`.
@@ -71,39 +72,83 @@ enum Ended {
     Stopped,
 }
 
-/// Watches `target` until `stop` is cancelled (the route moved on or stops).
+/// Watches `target`, which the route listening on `listen` steers to, until `stop` is
+/// cancelled (the route moved on or stops). Supervised: a task that panics is restarted
+/// after the usual backoff, and `/status` says so meanwhile.
 pub(crate) fn watch(
+    listen: SocketAddr,
     target: SocketAddr,
     fence: FenceConfig,
     shared: Arc<Shared>,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
-    spawn_logged(
+    // Whether this watcher's mark is in the kernel map. Kept across restarts, so the first
+    // login after a panic still clears what the run before it marked.
+    let marked = Arc::new(AtomicBool::new(false));
+    let on_end = {
+        let shared = shared.clone();
+        move |cause: &str| {
+            shared.note_liveness(
+                listen,
+                target,
+                Some(format!("the liveness task {cause}; restarting")),
+            )
+        }
+    };
+    let watcher = Watcher {
+        listen,
+        target,
+        fence,
+        shared,
+        metrics: metrics.clone(),
+        marked,
+    };
+    let task = supervise_with(
         "fast path liveness",
         metrics,
-        run(target, fence, shared, stop),
+        on_end,
+        stop.clone(),
+        move || run(watcher.clone(), stop.clone()),
     );
+    tokio::spawn(task.in_current_span());
 }
 
-async fn run(target: SocketAddr, fence: FenceConfig, shared: Arc<Shared>, stop: CancellationToken) {
+/// What one run of the watcher needs; cloned for each (re)start.
+#[derive(Clone)]
+struct Watcher {
+    listen: SocketAddr,
+    target: SocketAddr,
+    fence: FenceConfig,
+    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
+    marked: Arc<AtomicBool>,
+}
+
+impl Watcher {
+    fn note(&self, state: Option<String>) {
+        self.shared.note_liveness(self.listen, self.target, state);
+    }
+}
+
+/// Returns once `stop` is cancelled (`Ok`: the supervisor then ends too).
+async fn run(w: Watcher, stop: CancellationToken) -> Result<(), String> {
+    let target = w.target;
     let mut retry = RETRY_FIRST;
-    // Set while this task's mark is in the map: the next login clears it.
-    let mut marked = false;
     loop {
-        match session(target, &fence, &stop, &mut marked, &shared).await {
+        match session(&w, &stop).await {
             Ended::Stopped => {
-                shared.note_liveness(target, None);
-                return;
+                w.note(None);
+                return Ok(());
             }
             Ended::Broken(why) => {
-                shared.note_liveness(
-                    target,
-                    Some(format!("broke ({why}); connects are held and relayed")),
-                );
-                match shared.fast_path.mark_refusing(target) {
+                w.metrics.fast_path_liveness_breaks.inc();
+                w.note(Some(format!(
+                    "broke ({why}); connects are held and relayed"
+                )));
+                match w.shared.fast_path.mark_refusing(target) {
                     Ok(()) => {
-                        marked = true;
+                        w.marked.store(true, Ordering::Release);
                         warn!(%target, cause = %why, "fast path: the liveness session to the primary broke; connects to it are relayed (held while it refuses) until it accepts again or discovery names another primary");
                     }
                     Err(e) => {
@@ -120,8 +165,8 @@ async fn run(target: SocketAddr, fence: FenceConfig, shared: Arc<Shared>, stop: 
                 retry = RETRY_FIRST;
             }
             Ended::Refused(why) => {
-                if !marked {
-                    shared.note_liveness(target, Some(format!("no session: {why}; retrying")));
+                if !w.marked.load(Ordering::Acquire) {
+                    w.note(Some(format!("no session: {why}; retrying")));
                 }
                 debug!(%target, cause = %why, retry_in_ms = retry.as_millis() as u64, "fast path liveness: no session");
             }
@@ -129,8 +174,8 @@ async fn run(target: SocketAddr, fence: FenceConfig, shared: Arc<Shared>, stop: 
         tokio::select! {
             () = tokio::time::sleep(retry) => {}
             () = stop.cancelled() => {
-                shared.note_liveness(target, None);
-                return;
+                w.note(None);
+                return Ok(());
             }
         }
         retry = if retry.is_zero() {
@@ -142,13 +187,8 @@ async fn run(target: SocketAddr, fence: FenceConfig, shared: Arc<Shared>, stop: 
 }
 
 /// One session: log in, then repeat the statement until the session ends.
-async fn session(
-    target: SocketAddr,
-    fence: &FenceConfig,
-    stop: &CancellationToken,
-    marked: &mut bool,
-    shared: &Shared,
-) -> Ended {
+async fn session(w: &Watcher, stop: &CancellationToken) -> Ended {
+    let (target, fence) = (w.target, &w.fence);
     let opts = monitor_opts(target, fence);
     let login = tokio::select! {
         login = tokio::time::timeout(LOGIN_TIMEOUT, Conn::new(opts)) => login,
@@ -159,11 +199,11 @@ async fn session(
         Ok(Err(e)) => return Ended::Refused(format!("cannot log in as {}: {e}", fence.user)),
         Err(_) => return Ended::Refused(format!("no login within {LOGIN_TIMEOUT:?}")),
     };
-    shared.note_liveness(target, Some(format!("session open as {}", fence.user)));
+    w.note(Some(format!("session open as {}", fence.user)));
     debug!(%target, user = %fence.user, "fast path liveness: watching the primary over a monitor session");
-    if std::mem::take(marked) {
+    if w.marked.swap(false, Ordering::AcqRel) {
         // It accepts a login again: connects to it may be redirected again.
-        match shared.fast_path.clear_refusal(target) {
+        match w.shared.fast_path.clear_refusal(target) {
             Ok(_) => {
                 info!(%target, "fast path: the liveness session to the primary is back; connects are redirected to it again")
             }

@@ -58,8 +58,9 @@ pub(crate) struct Shared {
     open: AtomicU64,
     /// Redirected sockets destroyed at failovers since load.
     closed_by_failover: AtomicU64,
-    /// What each liveness session (`verify_writable` on) is doing, by target.
-    liveness: Mutex<BTreeMap<SocketAddr, String>>,
+    /// What each liveness session (`verify_writable` on) is doing, by route (its listen
+    /// address) and target: two routes steering to one server each keep their own.
+    liveness: Mutex<BTreeMap<(SocketAddr, SocketAddr), String>>,
 }
 
 /// The fast path attached to `cgroup` (default: the cgroup v2 root): the one this process
@@ -169,12 +170,18 @@ impl Shared {
         Ok(())
     }
 
-    /// The liveness session to `target` is in `state` (`None`: it stopped).
-    pub(crate) fn note_liveness(&self, target: SocketAddr, state: Option<String>) {
+    /// The liveness session of the route on `listen` to `target` is in `state` (`None`: it
+    /// stopped).
+    pub(crate) fn note_liveness(
+        &self,
+        listen: SocketAddr,
+        target: SocketAddr,
+        state: Option<String>,
+    ) {
         let mut sessions = self.liveness.lock().unwrap_or_else(|e| e.into_inner());
         match state {
-            Some(state) => sessions.insert(target, state),
-            None => sessions.remove(&target),
+            Some(state) => sessions.insert((listen, target), state),
+            None => sessions.remove(&(listen, target)),
         };
     }
 
@@ -265,7 +272,7 @@ impl FactSource for ActiveFacts {
         if !sessions.is_empty() {
             let described: Vec<String> = sessions
                 .iter()
-                .map(|(target, state)| format!("{target}: {state}"))
+                .map(|((listen, target), state)| format!("{listen} → {target}: {state}"))
                 .collect();
             facts.insert("liveness".into(), Value::from(described.join("; ")));
         }

@@ -291,6 +291,7 @@ impl Route {
         if let (Some(target), Some(fence)) = (routed, &self.fence) {
             let token = self.stop.child_token();
             liveness::watch(
+                self.listen,
                 target,
                 fence.clone(),
                 self.shared.clone(),

@@ -1473,3 +1473,38 @@ async fn drain_destroys_after_drain_grace_and_keep_never() {
         eprintln!("drain: x destroyed {after:?} after the Consul update (drain_grace 1s)");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_changes_on_failover_for_redirected_connections() {
+    let Some(cg) = proxy_cgroup("a_reload_changes_on_failover_for_redirected_connections") else {
+        return;
+    };
+    let (a, b) = (Witness::start("127.0.0.1:0"), Witness::start("127.0.0.1:0"));
+    let consul = TestConsul::start().await;
+    consul.register_pair(a.addr, b.addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("proxy.toml");
+    std::fs::write(&file, "on_failover = \"keep\"\n").unwrap();
+    let config = ["--config", file.to_str().unwrap()];
+    let proxy = with_fast_path(ProxyArgs::consul(consul.http_url()), &cg, &config).start();
+    wait_route(&proxy, Some(a.addr)).await;
+    let mut inside = Helper::client_in(&cg);
+    let (x, _) = inside.connect("x", proxy.addr());
+    assert!(accepted_from(&a, x));
+
+    // The file now says close: the steering task reads it at the failover, not at its start.
+    std::fs::write(&file, "on_failover = \"close\"\n").unwrap();
+    let mark = proxy.log.len();
+    proxy.signal(libc::SIGHUP);
+    proxy
+        .wait_for_log_from(mark, "configuration reloaded", T)
+        .await;
+    consul.points_to_b().await;
+    wait_route(&proxy, Some(b.addr)).await;
+    let (how, _) = a
+        .ended(x, T)
+        .expect("close (after the reload): x is destroyed at the failover");
+    assert_eq!(how, End::Errno(libc::ECONNRESET));
+    let (_, next) = inside.connect("y", proxy.addr());
+    assert_eq!(next, b.addr, "new connects go to b");
+}

@@ -111,6 +111,7 @@ impl BoundRoute {
         let config = Arc::new(config);
         let (publisher, primary) =
             PrimaryPublisher::new(tokens.hard_stop.clone(), "discovery starting");
+        let (config_tx, config_rx) = watch::channel(config.clone());
         // The kernel fast path follows this route's primary until the route stops accepting
         // (shutdown, or a reload that removes or moves it): then connects reach the proxy again.
         // A replica route publishes no single target: its connects are relayed.
@@ -123,8 +124,7 @@ impl BoundRoute {
                 fast_path,
                 local_addr,
                 primary.clone(),
-                config.failover,
-                config.fence.clone(),
+                config_rx.clone(),
                 metrics.clone(),
                 tokens.stop_accepting.child_token(),
             )
@@ -142,7 +142,6 @@ impl BoundRoute {
             sources: sources.clone(),
         };
         let discovery = DiscoveryTask::start(config.clone(), &wiring, &span);
-        let (config_tx, config_rx) = watch::channel(config.clone());
         let ctx = ConnContext {
             config: config_rx.clone(),
             primary: primary.clone(),

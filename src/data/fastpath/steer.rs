@@ -42,7 +42,9 @@ use tracing::{debug, error, info, warn};
 use super::FastPathError;
 use super::liveness;
 use super::shared::{self, ActiveFacts, Shared};
-use crate::config::{FailoverPolicy, FastPathConfig, FastPathMode, FenceConfig, OnFailover};
+use crate::config::{
+    Config, FailoverPolicy, FastPathConfig, FastPathMode, FenceConfig, OnFailover,
+};
 use crate::control::primary::PrimaryWatch;
 use crate::control::supervisor::{spawn_logged, supervise_with};
 use crate::ops::fast_path::{self as status, Inactive};
@@ -63,14 +65,15 @@ const WILDCARD_REFRESH_TICKS: u32 = 5;
 ///   (the proxy exits 64 on it);
 /// - `auto`: such a host logs one warning and every connection is relayed.
 ///
-/// With `fence` (`verify_writable` on), the route's target is also watched over one idle
-/// session as the monitor user ([`liveness`]).
+/// `settings` is the route's configuration as reloads change it: `on_failover` and
+/// `drain_grace` are read at each failover, and with `verify_writable` on (a monitor user)
+/// the route's target is also watched over one idle session ([`liveness`]), started again
+/// when a reload changes the fencing settings.
 pub fn start(
     config: &FastPathConfig,
     listen: SocketAddr,
     primary: PrimaryWatch,
-    policy: FailoverPolicy,
-    fence: Option<FenceConfig>,
+    settings: watch::Receiver<Arc<Config>>,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) -> Result<(), FastPathError> {
@@ -92,12 +95,11 @@ pub fn start(
         shared: Arc::downgrade(&shared),
     }));
     metrics.fast_path_active.set(1);
-    info!(%listen, cgroup = %shared.fast_path.cgroup().display(), on_failover = ?policy.on_failover, "fast path steering: connects to the listen address go to the primary directly");
+    info!(%listen, cgroup = %shared.fast_path.cgroup().display(), on_failover = ?settings.borrow().failover.on_failover, "fast path steering: connects to the listen address go to the primary directly");
     let route = Arc::new(Route {
         shared,
         listen,
-        policy,
-        fence,
+        settings,
         liveness: Mutex::new(None),
         metrics: metrics.clone(),
         stop: stop.clone(),
@@ -137,11 +139,12 @@ fn fall_back(e: &FastPathError) {
 struct Route {
     shared: Arc<Shared>,
     listen: SocketAddr,
-    policy: FailoverPolicy,
-    /// The monitor user, when `verify_writable` is on: the target's liveness session.
-    fence: Option<FenceConfig>,
-    /// The target whose liveness session runs, and the token that stops it.
-    liveness: Mutex<Option<(SocketAddr, CancellationToken)>>,
+    /// The route's configuration, as reloads change it: `on_failover`, `drain_grace`, and the
+    /// fencing settings (with a monitor user, the target's liveness session).
+    settings: watch::Receiver<Arc<Config>>,
+    /// The target whose liveness session runs, the settings it logged in with, and the token
+    /// that stops it.
+    liveness: Mutex<Option<(SocketAddr, FenceConfig, CancellationToken)>>,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
     /// The target the routes map has for `listen` (`None`: not rewritten), as last set.
@@ -157,6 +160,10 @@ async fn run(route: Arc<Route>, mut primary: PrimaryWatch) -> Result<(), String>
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // A (re)start finds the route removed (or never set): apply the current primary first.
     let mut applied = false;
+    let mut settings = route.settings.clone();
+    // Closed when the route's configuration sender is gone (the route is going away; `stop`
+    // ends the task then): stop watching it rather than spin on the error.
+    let mut settings_open = true;
     loop {
         let want = primary.borrow_and_update().backend.as_ref().map(|b| b.addr);
         if !applied || *route.lock_last() != want {
@@ -175,6 +182,11 @@ async fn run(route: Arc<Route>, mut primary: PrimaryWatch) -> Result<(), String>
                     return Err("the primary watch closed".to_owned());
                 }
             }
+            changed = settings.changed(), if settings_open => match changed {
+                // A reload: the liveness session follows new fencing settings.
+                Ok(()) => route.follow_liveness(*route.lock_last()),
+                Err(_) => settings_open = false,
+            },
             _ = tick.tick() => route.maintain(),
         }
     }
@@ -235,13 +247,14 @@ impl Route {
 
     /// `on_failover` for the sockets the program redirected to `old`.
     fn leave(&self, old: SocketAddr) {
-        let delay = match self.policy.on_failover {
+        let policy: FailoverPolicy = self.settings.borrow().failover;
+        let delay = match policy.on_failover {
             OnFailover::Keep => {
                 info!(%old, "fast path: redirected connections to the old primary are kept (on_failover = keep)");
                 return;
             }
             OnFailover::Close => None,
-            OnFailover::Drain | OnFailover::Idle => Some(self.policy.drain_grace),
+            OnFailover::Drain | OnFailover::Idle => Some(policy.drain_grace),
         };
         let shared = self.shared.clone();
         let metrics = self.metrics.clone();
@@ -276,19 +289,23 @@ impl Route {
         });
     }
 
-    /// Keeps one liveness session on `routed` (with a monitor user), none otherwise.
+    /// Keeps one liveness session on `routed` with the current fencing settings (with a
+    /// monitor user), none otherwise.
     fn follow_liveness(&self, routed: Option<SocketAddr>) {
+        let fence = self.settings.borrow().fence.clone();
         let mut slot = self.liveness.lock().unwrap_or_else(|e| e.into_inner());
-        if let (Some((watched, token)), Some(target)) = (slot.as_ref(), routed)
+        if let (Some((watched, watched_with, token)), Some(target), Some(fence)) =
+            (slot.as_ref(), routed, fence.as_ref())
             && *watched == target
+            && watched_with == fence
             && !token.is_cancelled()
         {
             return;
         }
-        if let Some((_, token)) = slot.take() {
+        if let Some((_, _, token)) = slot.take() {
             token.cancel();
         }
-        if let (Some(target), Some(fence)) = (routed, &self.fence) {
+        if let (Some(target), Some(fence)) = (routed, fence) {
             let token = self.stop.child_token();
             liveness::watch(
                 self.listen,
@@ -298,7 +315,7 @@ impl Route {
                 self.metrics.clone(),
                 token.clone(),
             );
-            *slot = Some((target, token));
+            *slot = Some((target, fence, token));
         }
     }
 

@@ -37,7 +37,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use mysql_async::Conn;
@@ -83,26 +83,21 @@ pub(crate) fn watch(
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
-    // Whether this watcher's mark is in the kernel map. Kept across restarts, so the first
-    // login after a panic still clears what the run before it marked.
-    let marked = Arc::new(AtomicBool::new(false));
-    let on_end = {
-        let shared = shared.clone();
-        move |cause: &str| {
-            shared.note_liveness(
-                listen,
-                target,
-                Some(format!("the liveness task {cause}; restarting")),
-            )
-        }
-    };
+    static NEXT_ID: AtomicU64 = AtomicU64::new(0);
     let watcher = Watcher {
+        id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         listen,
         target,
         fence,
         shared,
         metrics: metrics.clone(),
-        marked,
+        // Whether this watcher's mark is in the kernel map. Kept across restarts, so the
+        // first login after a panic still clears what the run before it marked.
+        marked: Arc::new(AtomicBool::new(false)),
+    };
+    let on_end = {
+        let watcher = watcher.clone();
+        move |cause: &str| watcher.note(Some(format!("the liveness task {cause}; restarting")))
     };
     let task = supervise_with(
         "fast path liveness",
@@ -117,6 +112,9 @@ pub(crate) fn watch(
 /// What one run of the watcher needs; cloned for each (re)start.
 #[derive(Clone)]
 struct Watcher {
+    /// Tells this watcher's `/status` entry from that of one started later for the same
+    /// route and server.
+    id: u64,
     listen: SocketAddr,
     target: SocketAddr,
     fence: FenceConfig,
@@ -127,7 +125,9 @@ struct Watcher {
 
 impl Watcher {
     fn note(&self, state: Option<String>) {
-        self.shared.note_liveness(self.listen, self.target, state);
+        self.shared
+            .liveness
+            .note((self.listen, self.target), self.id, state);
     }
 }
 

@@ -58,9 +58,51 @@ pub(crate) struct Shared {
     open: AtomicU64,
     /// Redirected sockets destroyed at failovers since load.
     closed_by_failover: AtomicU64,
-    /// What each liveness session (`verify_writable` on) is doing, by route (its listen
-    /// address) and target: two routes steering to one server each keep their own.
-    liveness: Mutex<BTreeMap<(SocketAddr, SocketAddr), String>>,
+    /// What each liveness session (`verify_writable` on) is doing.
+    pub(crate) liveness: LivenessBoard,
+}
+
+/// What each liveness session is doing, by route (its listen address) and server: two routes
+/// steering to one server each keep their own entry. Each entry carries the id of the
+/// watcher that wrote it, so a stopping watcher cannot remove the entry of the one that
+/// replaced it (a reload restarts the watcher for the same route and server).
+#[derive(Default)]
+pub(crate) struct LivenessBoard(Mutex<BTreeMap<(SocketAddr, SocketAddr), (u64, String)>>);
+
+impl LivenessBoard {
+    /// The session (watcher `id`) of the route on `listen` to `target` is in `state`
+    /// (`None`: it stopped; its entry goes unless a newer watcher wrote it since).
+    pub(crate) fn note(
+        &self,
+        (listen, target): (SocketAddr, SocketAddr),
+        id: u64,
+        state: Option<String>,
+    ) {
+        let mut sessions = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match state {
+            Some(state) => {
+                sessions.insert((listen, target), (id, state));
+            }
+            None => {
+                if sessions
+                    .get(&(listen, target))
+                    .is_some_and(|(by, _)| *by == id)
+                {
+                    sessions.remove(&(listen, target));
+                }
+            }
+        }
+    }
+
+    /// `listen → target: state; …`, or `None` with no session.
+    fn describe(&self) -> Option<String> {
+        let sessions = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let described: Vec<String> = sessions
+            .iter()
+            .map(|((listen, target), (_, state))| format!("{listen} → {target}: {state}"))
+            .collect();
+        (!described.is_empty()).then(|| described.join("; "))
+    }
 }
 
 /// The fast path attached to `cgroup` (default: the cgroup v2 root): the one this process
@@ -84,7 +126,7 @@ pub(crate) fn acquire(cgroup: Option<&Path>) -> Result<Arc<Shared>, FastPathErro
         sweeping: AtomicBool::new(false),
         open: AtomicU64::new(0),
         closed_by_failover: AtomicU64::new(0),
-        liveness: Mutex::new(BTreeMap::new()),
+        liveness: LivenessBoard::default(),
     });
     loaded.retain(|_, w| w.strong_count() > 0);
     loaded.insert(dir, Arc::downgrade(&shared));
@@ -170,21 +212,6 @@ impl Shared {
         Ok(())
     }
 
-    /// The liveness session of the route on `listen` to `target` is in `state` (`None`: it
-    /// stopped).
-    pub(crate) fn note_liveness(
-        &self,
-        listen: SocketAddr,
-        target: SocketAddr,
-        state: Option<String>,
-    ) {
-        let mut sessions = self.liveness.lock().unwrap_or_else(|e| e.into_inner());
-        match state {
-            Some(state) => sessions.insert((listen, target), state),
-            None => sessions.remove(&(listen, target)),
-        };
-    }
-
     /// `n` redirected sockets were destroyed at a failover.
     pub(crate) fn note_closed(&self, n: usize, metrics: &Metrics) {
         self.closed_by_failover
@@ -268,13 +295,8 @@ impl FactSource for ActiveFacts {
             "closed_by_failover_total".into(),
             Value::from(shared.closed_by_failover.load(Ordering::Relaxed)),
         );
-        let sessions = shared.liveness.lock().unwrap_or_else(|e| e.into_inner());
-        if !sessions.is_empty() {
-            let described: Vec<String> = sessions
-                .iter()
-                .map(|((listen, target), state)| format!("{listen} → {target}: {state}"))
-                .collect();
-            facts.insert("liveness".into(), Value::from(described.join("; ")));
+        if let Some(described) = shared.liveness.describe() {
+            facts.insert("liveness".into(), Value::from(described));
         }
         facts
     }
@@ -283,6 +305,36 @@ impl FactSource for ActiveFacts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stopping_liveness_watcher_leaves_the_entry_of_the_one_that_replaced_it() {
+        let board = LivenessBoard::default();
+        let (r1, r2): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:3306".parse().unwrap(),
+            "127.0.0.1:3307".parse().unwrap(),
+        );
+        let db: SocketAddr = "10.0.0.11:3306".parse().unwrap();
+        board.note((r1, db), 1, Some("session open as monitor".into()));
+        board.note((r2, db), 2, Some("no session: refused; retrying".into()));
+        assert_eq!(
+            board.describe().as_deref(),
+            Some(
+                "127.0.0.1:3306 → 10.0.0.11:3306: session open as monitor; 127.0.0.1:3307 → 10.0.0.11:3306: no session: refused; retrying"
+            ),
+            "two routes to one server keep their own entries"
+        );
+        // A reload restarts the first route's watcher: the new one (3) writes before the old
+        // one (1) has seen its stop.
+        board.note((r1, db), 3, Some("session open as monitor2".into()));
+        board.note((r1, db), 1, None);
+        board.note((r2, db), 2, None);
+        assert_eq!(
+            board.describe().as_deref(),
+            Some("127.0.0.1:3306 → 10.0.0.11:3306: session open as monitor2")
+        );
+        board.note((r1, db), 3, None);
+        assert_eq!(board.describe(), None);
+    }
 
     #[test]
     fn a_stopped_fast_path_says_so() {

@@ -1214,10 +1214,13 @@ async fn with_a_monitor_user_a_killed_primary_is_marked_before_a_connect_reaches
 
     let from = proxy.log.len();
     db.kill9();
-    assert_eq!(
-        inside.ask("wait a"),
-        "ended eof",
-        "the kill ends the redirected connection"
+    // EOF once MariaDB had accepted the connection; a reset when the kill came while it still
+    // sat in the listen backlog (the kernel resets those when the listener dies; seen once
+    // in CI).
+    let ended = inside.ask("wait a");
+    assert!(
+        ended == "ended eof" || ended == format!("ended {}", libc::ECONNRESET),
+        "the kill ends the redirected connection: {ended}"
     );
     proxy
         .wait_for_log_from(from, "liveness session to the primary broke", T)

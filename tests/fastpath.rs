@@ -1477,6 +1477,8 @@ async fn drain_destroys_after_drain_grace_and_keep_never() {
     }
 }
 
+/// A SIGHUP that changes `on_failover` applies to the connections the fast path redirected:
+/// the steering task reads the route's configuration at the failover.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_changes_on_failover_for_redirected_connections() {
     let Some(cg) = proxy_cgroup("a_reload_changes_on_failover_for_redirected_connections") else {
@@ -1510,4 +1512,60 @@ async fn a_reload_changes_on_failover_for_redirected_connections() {
     assert_eq!(how, End::Errno(libc::ECONNRESET));
     let (_, next) = inside.connect("y", proxy.addr());
     assert_eq!(next, b.addr, "new connects go to b");
+}
+
+/// A SIGHUP that turns `verify_writable` on starts the liveness session on the steered
+/// primary; one that turns it off ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_turns_fencing_on_and_off_starts_and_stops_the_liveness_session() {
+    use support::mariadb::MariaDb;
+    let Some(cg) = proxy_cgroup(
+        "a_reload_that_turns_fencing_on_and_off_starts_and_stops_the_liveness_session",
+    ) else {
+        return;
+    };
+    let db = MariaDb::start("127.0.0.1".parse().unwrap()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("proxy.toml");
+    std::fs::write(&file, "verify_writable = false\n").unwrap();
+    let extra = ["--config", file.to_str().unwrap(), "--log-level", "debug"];
+    let proxy = with_fast_path(ProxyArgs::backend(db.addr()), &cg, &extra)
+        .start_with_env(&[("CONSUL_MYSQL_PROXY_MONITOR_PASSWORD", "admin")]);
+    wait_route(&proxy, Some(db.addr())).await;
+    assert!(
+        fast_path_status(&proxy).await.get("liveness").is_none(),
+        "no fencing, no liveness session"
+    );
+    let reload = |body: &str| {
+        std::fs::write(&file, body).unwrap();
+        let mark = proxy.log.len();
+        proxy.signal(libc::SIGHUP);
+        mark
+    };
+
+    let mark = reload("verify_writable = true\nmonitor_user = \"admin\"\n");
+    proxy
+        .wait_for_log_from(mark, "fast path liveness: watching the primary", T)
+        .await;
+    let fp = fast_path_status(&proxy).await;
+    assert_eq!(
+        fp["liveness"],
+        format!("{} → {}: session open as admin", proxy.addr(), db.addr()),
+        "{fp}"
+    );
+
+    // Off again: the session ends (the server's thread leaves within its 5 s SLEEP).
+    let mark = reload("verify_writable = false\n");
+    proxy
+        .wait_for_log_from(mark, "configuration reloaded", T)
+        .await;
+    let deadline = Instant::now() + T;
+    loop {
+        let fp = fast_path_status(&proxy).await;
+        if fp.get("liveness").is_none() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the session stayed: {fp}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
